@@ -1,0 +1,292 @@
+"""Typed parameters: one frozen pydantic model per ``params.yaml`` section.
+
+``params.yaml`` is the single source of parameters. Every section is parsed into a frozen
+model that rejects unknown keys, so a typo fails loudly with the offending key named.
+Derived values never go back into these models (see :mod:`trace_core.paths`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class Section(BaseModel):
+    """Base class of every params section: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class BaseParams(Section):
+    """Settings shared by every stage."""
+
+    seed: int = 42
+    profile: Literal["mini", "full"] = "mini"
+    run_name: str = "mini"
+    log_level: str = "INFO"
+
+
+class PathsParams(Section):
+    """Artifact roots; every concrete location is derived in :mod:`trace_core.paths`."""
+
+    data_root: str = "data/mbeir"
+    cot_dir: str = "data/cot"
+    model_dir: str = "models/trace"
+    embeddings_dir: str = "embeddings"
+    index_dir: str = "index"
+    metrics_dir: str = "metrics"
+    reports_dir: str = "reports"
+    state_dir: str = ".trace"
+
+
+class MiniParams(Section):
+    """Sizes of the generated M-BEIR-mini benchmark."""
+
+    image_size: int = 112
+    train_per_task: int = 240
+    test_per_task: int = 64
+    pool_per_task: int = 200
+    val_per_task: int = 16
+    n_entities: int = 120
+
+
+class DownloadParams(Section):
+    """Where the data comes from: generated (mini) or the Hugging Face dataset (full)."""
+
+    profile: Literal["mini", "full"] = "mini"
+    repo_id: str = "TIGER-Lab/M-BEIR"
+    revision: str = "main"
+    include_images: bool = False
+    from_dir: str | None = None
+    mini: MiniParams = MiniParams()
+
+
+class ValidateParams(Section):
+    """Great Expectations validation settings."""
+
+    image_check_fraction: float = Field(1.0, ge=0.0, le=1.0)
+    max_failures_listed: int = 20
+
+
+class RoutingParams(Section):
+    """Difficulty routing of training queries (z=0 direct, z=1 reason)."""
+
+    mode: Literal["rule", "assessor"] = "rule"
+    reason_datasets: list[int] = [5, 6, 7, 8]
+    overrides: dict[str, int] = {}
+
+
+class TeacherParams(Section):
+    """Teacher that writes chains of thought."""
+
+    kind: Literal["oracle", "transformers", "openai"] = "oracle"
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    batch_size: int = 8
+    concurrency: int = 4
+    max_retries: int = 4
+    timeout_s: float = 60.0
+
+
+class CotGenerateParams(Section):
+    """M-BEIR-CoT generation (stage cot_generate)."""
+
+    routing: RoutingParams = RoutingParams()
+    teacher: TeacherParams = TeacherParams()
+    shard_size: int = 256
+    max_queries: int | None = None
+
+
+class CotCurateParams(Section):
+    """Dual filtering of teacher chains (stage cot_curate)."""
+
+    reasoning_min_tokens: int = 16
+    reasoning_max_tokens: int = 256
+    answer_min_tokens: int = 2
+    answer_max_tokens: int = 64
+    max_ngram_repeat: int = 3
+    ngram_n: int = 4
+    min_english_ratio: float = 0.9
+    near_duplicate_threshold: float = 0.9
+    verifier: Literal["oracle", "transformers", "openai", "none"] = "oracle"
+    verifier_threshold: float = 0.7
+    tokenizer: str | None = None
+
+
+class CotBuildParams(Section):
+    """Joining curated chains with training queries (stage cot_build)."""
+
+    dropped_policy: Literal["fallback", "exclude"] = "fallback"
+    joiner: str = "\n"
+
+
+class ModelParams(Section):
+    """Backbone and TRACE head."""
+
+    family: str = "tiny"
+    name_or_path: str | None = None
+    emb_token: str = "<|emb|>"
+    min_pixels: int = 3136
+    max_pixels: int = 12544
+    max_length: int = 512
+    lora: bool = False
+    lora_r: int = 128
+    lora_alpha: int = 256
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]
+    freeze_vision: bool = False
+    train_merger: bool = True
+    tiny: dict[str, Any] = {}
+
+
+class TrainParams(Section):
+    """Joint training (generation CE + InfoNCE) with DeepSpeed ZeRO-3."""
+
+    lambda_gen: float = 1.0
+    lambda_ret: float = 1.0
+    temperature: float = 0.05
+    learnable_temperature: bool = False
+    hard_negatives: int = 0
+    gather_across_ranks: bool = True
+    per_device_batch_size: int = 32
+    epochs: float = 3.0
+    max_steps: int = -1
+    learning_rate: float = 2e-4
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    deepspeed: bool = True
+    zero_stage: int = 3
+    offload: bool = False
+    task_balanced: bool = True
+    logging_steps: int = 10
+    eval_steps: int = 50
+    save_steps: int = 100
+    val_queries: int = 200
+    grad_cache_chunk: int = 0
+
+
+class ExportParams(Section):
+    """Embedding export with implicit routing."""
+
+    routing: Literal["adaptive", "never", "always"] = "adaptive"
+    max_new_tokens: int = 64
+    batch_size: int = 32
+    shard_size: int = 4096
+    union_pool: bool = True
+
+
+class IndexParams(Section):
+    """Vector index backend."""
+
+    backend: Literal["milvus", "numpy"] = "milvus"
+    uri: str | None = None
+    index_type: Literal["FLAT", "HNSW", "IVF_FLAT"] = "FLAT"
+    metric: Literal["IP", "COSINE"] = "IP"
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
+    hnsw_ef: int = 64
+    ivf_nlist: int = 128
+    ivf_nprobe: int = 16
+    insert_batch: int = 2048
+
+
+class EvaluateParams(Section):
+    """M-BEIR evaluation."""
+
+    ks: list[int] = [1, 5, 10]
+    fashion_ks: list[int] = [10, 20, 50]
+    union_pool: bool = True
+    run_id: str = "trace"
+
+
+class TrackingParams(Section):
+    """MLflow tracking (the URI may also come from MLFLOW_TRACKING_URI)."""
+
+    tracking_uri: str = "sqlite:///mlruns.db"
+    artifact_location: str = "mlartifacts"
+    experiment: str = "trace"
+    registered_model: str = "trace-retriever"
+    enabled: bool = True
+
+
+class Params(Section):
+    """All of ``params.yaml``."""
+
+    base: BaseParams = BaseParams()
+    paths: PathsParams = PathsParams()
+    download: DownloadParams = DownloadParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    cot_generate: CotGenerateParams = CotGenerateParams()
+    cot_curate: CotCurateParams = CotCurateParams()
+    cot_build: CotBuildParams = CotBuildParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    export: ExportParams = ExportParams()
+    index: IndexParams = IndexParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    tracking: TrackingParams = TrackingParams()
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=()
+    )
+
+
+class ParamsError(ValueError):
+    """A params file that cannot be parsed; the message names the file and the key."""
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]).replace("validate_", "validate")
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{key}' (not a TRACE parameter)")
+        else:
+            lines.append(f"{source}: key '{key}': {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict[str, Any], source: str = "<params>") -> Params:
+    """Validate a params mapping; raise :class:`ParamsError` naming the bad key."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(_describe(err, source)) from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    """Read and validate a params YAML file."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{p}: params file not found") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{p}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{p}: top level must be a mapping of sections")
+    return parse_params(raw, str(p))
+
+
+def dump_params(params: Params) -> dict[str, Any]:
+    """Return the params as a plain mapping with the ``params.yaml`` key names."""
+    return params.model_dump(by_alias=True, mode="json")

@@ -1,0 +1,79 @@
+"""Every artifact location, derived from ``params.paths`` once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from trace_core.config import Params
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Concrete artifact locations of one pipeline instance."""
+
+    data_root: Path
+    cot_dir: Path
+    model_dir: Path
+    embeddings_dir: Path
+    index_dir: Path
+    metrics_dir: Path
+    reports_dir: Path
+    state_dir: Path
+
+    @classmethod
+    def from_params(cls, params: Params, root: Path | None = None) -> Paths:
+        """Resolve ``params.paths`` against ``root`` (default: the working directory)."""
+        base = root or Path.cwd()
+        p = params.paths
+        return cls(
+            data_root=base / p.data_root,
+            cot_dir=base / p.cot_dir,
+            model_dir=base / p.model_dir,
+            embeddings_dir=base / p.embeddings_dir,
+            index_dir=base / p.index_dir,
+            metrics_dir=base / p.metrics_dir,
+            reports_dir=base / p.reports_dir,
+            state_dir=base / p.state_dir,
+        )
+
+    # --- CoT stages -------------------------------------------------------------
+    @property
+    def cot_raw_dir(self) -> Path:
+        """Sharded raw teacher outputs."""
+        return self.cot_dir / "raw"
+
+    @property
+    def cot_curated(self) -> Path:
+        """Chains kept by both filters."""
+        return self.cot_dir / "curated.jsonl"
+
+    @property
+    def cot_dropped(self) -> Path:
+        """Chains dropped, each with the rule that dropped it."""
+        return self.cot_dir / "dropped.jsonl"
+
+    @property
+    def cot_train(self) -> Path:
+        """The M-BEIR-CoT training file read by the train stage."""
+        return self.cot_dir / "mbeir_cot_train.jsonl"
+
+    # --- reports and metrics ------------------------------------------------------
+    @property
+    def validation_dir(self) -> Path:
+        """Great Expectations results and Data Docs."""
+        return self.reports_dir / "validation"
+
+    def metrics_file(self, stage: str) -> Path:
+        """DVC metrics JSON of a stage."""
+        return self.metrics_dir / f"{stage}.json"
+
+    @property
+    def milvus_db(self) -> Path:
+        """Default Milvus Lite database file."""
+        return self.index_dir / "milvus.db"
+
+    @property
+    def index_manifest(self) -> Path:
+        """Manifest of the built index."""
+        return self.index_dir / "manifest.json"

@@ -1,0 +1,88 @@
+"""Typed records shared by every stage (M-BEIR layout and TRACE training samples)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Modality = Literal["text", "image", "image,text"]
+MODALITIES: tuple[str, ...] = ("text", "image", "image,text")
+Side = Literal["query", "candidate"]
+Route = Literal["direct", "reasoned", "forced"]
+RoutingMode = Literal["adaptive", "never", "always"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRecord:
+    """One M-BEIR query line."""
+
+    qid: str
+    query_txt: str | None
+    query_img_path: str | None
+    query_modality: str
+    query_src_content: str | None
+    pos_cand_list: tuple[str, ...]
+    neg_cand_list: tuple[str, ...]
+    task_id: int
+
+    @property
+    def dataset_id(self) -> int:
+        """Dataset id encoded in the qid prefix."""
+        return int(self.qid.split(":", 1)[0])
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateRecord:
+    """One M-BEIR candidate-pool line."""
+
+    did: str
+    txt: str | None
+    img_path: str | None
+    modality: str
+    src_content: str | None
+
+    @property
+    def dataset_id(self) -> int:
+        """Dataset id encoded in the did prefix."""
+        return int(self.did.split(":", 1)[0])
+
+
+@dataclass(frozen=True, slots=True)
+class QrelsEntry:
+    """Positives of one query in one qrels file."""
+
+    qid: str
+    task_id: int
+    positives: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodeItem:
+    """What the model encodes: text (instruction-prefixed for queries) and/or an image.
+
+    ``img_path`` is relative to the data root. ``task_id`` selects the prompt template.
+    """
+
+    id: str
+    task_id: int
+    text: str | None
+    img_path: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TrainSample:
+    """One row of the M-BEIR-CoT training file (output of ``cot_build``).
+
+    ``target`` is the assistant response the generation loss teaches, ending with the
+    ``<|emb|>`` token: ``"<|emb|>"`` for z=0, ``"reasoning\\nanswer<|emb|>"`` for z=1.
+    """
+
+    qid: str
+    task_id: int
+    dataset_id: int
+    z: int
+    query: EncodeItem
+    positive: EncodeItem
+    target: str
+    instruction: str = ""
+    negatives: tuple[EncodeItem, ...] = field(default_factory=tuple)
