@@ -53,14 +53,16 @@ def _fail(err: Exception) -> None:
 def download(
     params: ParamsOpt = Path("params.yaml"),
     profile: Annotated[Optional[str], typer.Option(help="override download.profile: mini or full")] = None,
-    from_dir: Annotated[Optional[Path], typer.Option(help="lay out an already-downloaded M-BEIR copy from this folder")] = None,
+    from_dir: Annotated[
+        Optional[Path], typer.Option(help="lay out an already-downloaded M-BEIR copy from this folder")
+    ] = None,
     out: Annotated[Optional[Path], typer.Option(help="dataset root (default: paths.data_root)")] = None,
 ) -> None:
     """Generate M-BEIR-mini or fetch/lay out the real M-BEIR; writes a MANIFEST last."""
-    p, paths = _setup(params)
-    from trace_core.data import download as stage
-
     try:
+        p, paths = _setup(params)
+        from trace_core.data import download as stage
+
         stage.run(p, paths, profile=profile, from_dir=from_dir, out=out)
     except (DataError, ParamsError, FileNotFoundError) as err:
         _fail(err)
@@ -69,10 +71,15 @@ def download(
 @app.command()
 def validate(
     params: ParamsOpt = Path("params.yaml"),
-    data_root: Annotated[Optional[Path], typer.Option(help="M-BEIR root to validate (default: paths.data_root)")] = None,
+    data_root: Annotated[
+        Optional[Path], typer.Option(help="M-BEIR root to validate (default: paths.data_root)")
+    ] = None,
 ) -> None:
     """Great Expectations validation of M-BEIR files; exit 0 only when every check passes."""
-    p, paths = _setup(params)
+    try:
+        p, paths = _setup(params)
+    except ParamsError as err:
+        _fail(err)
     from trace_core.data import validate as stage
 
     ok = stage.run(p, paths, data_root=data_root)
@@ -142,7 +149,10 @@ def export(
     p, paths = _setup(params)
     from trace_core.indexing import export as stage
 
-    stage.run(p, paths, routing=routing)
+    try:
+        stage.run(p, paths, routing=routing)
+    except (DataError, ConnectionError) as err:
+        _fail(err)
 
 
 @app.command()
@@ -151,7 +161,10 @@ def index(params: ParamsOpt = Path("params.yaml")) -> None:
     p, paths = _setup(params)
     from trace_core.indexing import build_index as stage
 
-    stage.run(p, paths)
+    try:
+        stage.run(p, paths)
+    except (DataError, ConnectionError) as err:
+        _fail(err)
 
 
 @app.command()
@@ -160,7 +173,10 @@ def evaluate(params: ParamsOpt = Path("params.yaml")) -> None:
     p, paths = _setup(params)
     from trace_core.evaluation import evaluate as stage
 
-    stage.run(p, paths)
+    try:
+        stage.run(p, paths)
+    except (DataError, ConnectionError) as err:
+        _fail(err)
 
 
 @app.command()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -45,14 +45,27 @@ class PathsParams(Section):
 
 
 class MiniParams(Section):
-    """Sizes of the generated M-BEIR-mini benchmark."""
+    """Sizes and shape of the generated M-BEIR-mini benchmark (see trace_core/data/mini.py)."""
 
-    image_size: int = 112
-    train_per_task: int = 240
-    test_per_task: int = 64
-    pool_per_task: int = 200
-    val_per_task: int = 16
-    n_entities: int = 120
+    image_size: int = Field(112, gt=0, multiple_of=28)
+    train_per_task: int = Field(240, ge=1)
+    test_per_task: int = Field(64, ge=1)
+    pool_per_task: int = Field(200, ge=1)
+    val_per_task: int = Field(16, ge=1)
+    n_entities: int = Field(150, ge=2, le=2000)
+    min_objects: int = Field(1, ge=1, le=9)
+    max_objects: int = Field(3, ge=1, le=9)
+    distractors_per_query: int = Field(2, ge=0)
+    cross_dataset_fraction: float = Field(0.1, ge=0.0, le=1.0)
+    query_variants: int = Field(4, ge=2)
+    jitter_px: int = Field(3, ge=0)
+    shade_jitter: int = Field(12, ge=0, le=255)
+
+    @model_validator(mode="after")
+    def _objects_range(self) -> MiniParams:
+        if self.min_objects > self.max_objects:
+            raise ValueError(f"min_objects ({self.min_objects}) must not exceed max_objects ({self.max_objects})")
+        return self
 
 
 class DownloadParams(Section):
@@ -73,27 +86,44 @@ class ValidateParams(Section):
     max_failures_listed: int = 20
 
 
-class RoutingParams(Section):
-    """Difficulty routing of training queries (z=0 direct, z=1 reason)."""
-
-    mode: Literal["rule", "assessor"] = "rule"
-    reason_datasets: list[int] = [5, 6, 7, 8]
-    overrides: dict[str, int] = {}
-
-
 class TeacherParams(Section):
-    """Teacher that writes chains of thought."""
+    """A chain-of-thought teacher (also used as routing assessor and as verifier).
+
+    ``oracle`` reads M-BEIR-mini metadata; ``transformers`` loads a local Qwen2(.5)-VL
+    checkpoint from ``model``; ``openai`` calls an OpenAI-compatible chat-completions server
+    at ``base_url`` (key read from the environment variable named ``api_key_env``).
+    """
 
     kind: Literal["oracle", "transformers", "openai"] = "oracle"
     model: str | None = None
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    batch_size: int = 8
-    concurrency: int = 4
-    max_retries: int = 4
-    timeout_s: float = 60.0
+    max_new_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(8, ge=1)
+    concurrency: int = Field(4, ge=1)
+    max_retries: int = Field(4, ge=0)
+    retry_base_delay_s: float = Field(1.0, ge=0.0)
+    timeout_s: float = Field(60.0, gt=0.0)
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    min_pixels: int = Field(3136, ge=1)
+    max_pixels: int = Field(313600, ge=1)
+    oracle_answer_max_words: int = Field(40, ge=4)
+    show_target_hint: bool = True
+
+
+class RoutingParams(Section):
+    """Difficulty routing of training queries (z=0 direct, z=1 reason).
+
+    ``overrides`` maps ``"<dataset>:<task>"`` (dataset id or name, task id or ``*``) to z.
+    ``assessor`` is the model that labels queries in ``assessor`` mode (default: the teacher).
+    """
+
+    mode: Literal["rule", "assessor"] = "rule"
+    reason_datasets: list[int] = [5, 6, 7, 8]
+    overrides: dict[str, int] = {}
+    assessor: TeacherParams | None = None
 
 
 class CotGenerateParams(Section):
@@ -101,12 +131,16 @@ class CotGenerateParams(Section):
 
     routing: RoutingParams = RoutingParams()
     teacher: TeacherParams = TeacherParams()
-    shard_size: int = 256
+    shard_size: int = Field(256, ge=1)
     max_queries: int | None = None
 
 
 class CotCurateParams(Section):
-    """Dual filtering of teacher chains (stage cot_curate)."""
+    """Dual filtering of teacher chains (stage cot_curate).
+
+    ``verifier`` picks the model filter; for ``transformers``/``openai`` the connection
+    settings come from ``verifier_teacher`` (whose ``kind`` must then equal ``verifier``).
+    """
 
     reasoning_min_tokens: int = 16
     reasoning_max_tokens: int = 256
@@ -115,10 +149,22 @@ class CotCurateParams(Section):
     max_ngram_repeat: int = 3
     ngram_n: int = 4
     min_english_ratio: float = 0.9
+    min_english_function_words: int = 1
+    extra_refusal_patterns: list[str] = []
+    keyword_min_chars: int = 3
     near_duplicate_threshold: float = 0.9
+    fallback_piece_chars: int = Field(4, ge=1)
     verifier: Literal["oracle", "transformers", "openai", "none"] = "oracle"
+    verifier_teacher: TeacherParams = TeacherParams()
     verifier_threshold: float = 0.7
     tokenizer: str | None = None
+    report_examples: int = 3
+
+    @model_validator(mode="after")
+    def _verifier_kind(self) -> CotCurateParams:
+        if self.verifier in ("transformers", "openai") and self.verifier_teacher.kind != self.verifier:
+            raise ValueError(f"verifier_teacher.kind must be '{self.verifier}' when verifier is '{self.verifier}'")
+        return self
 
 
 class CotBuildParams(Section):
@@ -126,6 +172,24 @@ class CotBuildParams(Section):
 
     dropped_policy: Literal["fallback", "exclude"] = "fallback"
     joiner: str = "\n"
+    max_negatives: int = Field(8, ge=0)
+
+
+class TinyModelParams(Section):
+    """The ``tiny`` preset: a Qwen2-VL-architecture model from a small config, random weights."""
+
+    vocab_size: int = 2048
+    hidden_size: int = 128
+    intermediate_size: int = 512
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    max_position_embeddings: int = 2048
+    rope_theta: float = 10000.0
+    vision_depth: int = 2
+    vision_embed_dim: int = 64
+    vision_num_heads: int = 4
+    vision_mlp_ratio: int = 2
 
 
 class ModelParams(Section):
@@ -152,7 +216,7 @@ class ModelParams(Section):
     ]
     freeze_vision: bool = False
     train_merger: bool = True
-    tiny: dict[str, Any] = {}
+    tiny: TinyModelParams = TinyModelParams()
 
 
 class TrainParams(Section):
@@ -171,6 +235,7 @@ class TrainParams(Section):
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
     bf16: bool = False
     gradient_checkpointing: bool = False
     deepspeed: bool = True
@@ -181,6 +246,8 @@ class TrainParams(Section):
     eval_steps: int = 50
     save_steps: int = 100
     val_queries: int = 200
+    val_k: int = 5
+    save_total_limit: int = 2
     grad_cache_chunk: int = 0
 
 
@@ -192,6 +259,7 @@ class ExportParams(Section):
     batch_size: int = 32
     shard_size: int = 4096
     union_pool: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 class IndexParams(Section):
@@ -207,6 +275,8 @@ class IndexParams(Section):
     ivf_nlist: int = 128
     ivf_nprobe: int = 16
     insert_batch: int = 2048
+    search_batch: int = 256
+    timeout_s: float = 30.0
 
 
 class EvaluateParams(Section):

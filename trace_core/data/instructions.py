@@ -45,7 +45,8 @@ def parse_instructions(path: Path) -> Instructions:
             continue
         cells = line.split("\t")
         if len(cells) < 5 or not cells[3].strip().isdigit():
-            raise DataError(path, f"line {lineno}", "need query_modality, cand_modality, dataset_name, integer dataset_id and >= 1 prompt")
+            rule = "need query_modality, cand_modality, dataset_name, integer dataset_id and >= 1 prompt"
+            raise DataError(path, f"line {lineno}", rule)
         key = (int(cells[3]), cells[0].strip(), cells[1].strip())
         texts = tuple(c.strip() for c in cells[4:] if c.strip())
         if not texts:

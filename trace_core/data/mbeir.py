@@ -153,7 +153,8 @@ CANDIDATE_FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
-def _check_fields(obj: dict[str, Any], spec: dict[str, tuple[type, ...]], path: Path, where: str) -> None:
+def check_fields(obj: dict[str, Any], spec: dict[str, tuple[type, ...]], path: Path, where: str) -> None:
+    """Every field of ``spec`` is present with an allowed type (bool never passes for int)."""
     for name, types in spec.items():
         if name not in obj:
             raise DataError(path, where, f"missing field '{name}'")
@@ -176,13 +177,14 @@ def check_modality(modality: str, txt: str | None, img: str | None, path: Path, 
         raise DataError(path, where, f"unknown modality '{modality}' (expected one of {', '.join(MODALITIES)})")
     want_txt, want_img = "text" in modality, "image" in modality
     if want_txt != (txt is not None) or want_img != (img is not None):
-        raise DataError(path, where, f"modality '{modality}' inconsistent with txt={'set' if txt is not None else 'null'}, image={'set' if img is not None else 'null'}")
+        state = f"txt={'set' if txt is not None else 'null'}, image={'set' if img is not None else 'null'}"
+        raise DataError(path, where, f"modality '{modality}' inconsistent with {state}")
 
 
 def parse_query(obj: dict[str, Any], path: Path, lineno: int) -> QueryRecord:
     """Validate and convert one query object (``path``/``lineno`` locate errors)."""
     where = f"line {lineno}"
-    _check_fields(obj, QUERY_FIELDS, path, where)
+    check_fields(obj, QUERY_FIELDS, path, where)
     check_id(obj["qid"], "qid", path, where)
     check_modality(obj["query_modality"], obj["query_txt"], obj["query_img_path"], path, where)
     for did in [*obj["pos_cand_list"], *obj["neg_cand_list"]]:
@@ -205,7 +207,7 @@ def parse_query(obj: dict[str, Any], path: Path, lineno: int) -> QueryRecord:
 def parse_candidate(obj: dict[str, Any], path: Path, lineno: int) -> CandidateRecord:
     """Validate and convert one candidate object."""
     where = f"line {lineno}"
-    _check_fields(obj, CANDIDATE_FIELDS, path, where)
+    check_fields(obj, CANDIDATE_FIELDS, path, where)
     check_id(obj["did"], "did", path, where)
     check_modality(obj["modality"], obj["txt"], obj["img_path"], path, where)
     return CandidateRecord(obj["did"], obj["txt"], obj["img_path"], obj["modality"], obj["src_content"])
@@ -227,7 +229,7 @@ def load_queries(path: Path) -> list[QueryRecord]:
     """All queries of a file; duplicate qids are an error."""
     seen: set[str] = set()
     out = []
-    for lineno, q in enumerate(iter_queries(path), start=1):
+    for q in iter_queries(path):
         if q.qid in seen:
             raise DataError(path, f"record {q.qid}", "duplicate qid")
         seen.add(q.qid)

@@ -1,0 +1,170 @@
+"""Query-encoding QPS of adaptive vs never vs always routing, and export vs bare forward.
+
+Runs the trained model on M-BEIR-mini test queries, modes interleaved in one process so the
+ratios are measured side by side (median of ``--repeats``):
+
+* "direct" tasks (datasets the router sends direct): target adaptive >= 0.9x never;
+* edit tasks (CIRR, FashionIQ composed edits), where adaptive reasons.
+
+Then export throughput (candidate shards written, collate and image loading included) vs
+the bare model forward on pre-built batches of the same size. JSON to bench/results/.
+
+    python bench/bench_routing.py --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from trace_core.config import load_params
+from trace_core.data.dataset import candidate_item, query_item
+from trace_core.data.instructions import parse_instructions
+from trace_core.data.mbeir import (
+    TEST_TASKS_BY_STEM,
+    instructions_file,
+    load_pool,
+    load_queries,
+    local_pool_file,
+    present_test_tasks,
+    query_file,
+)
+from trace_core.indexing.export import candidate_encode_fn, export_shards
+from trace_core.paths import Paths
+
+log = logging.getLogger("bench_routing")
+EDIT_TASKS = ("cirr_task7", "fashioniq_task7")
+
+
+def query_items(paths: Paths, stems: list[str], seed: int, limit: int) -> list:
+    instructions = parse_instructions(instructions_file(paths.data_root))
+    items = []
+    for stem in stems:
+        queries = load_queries(query_file(paths.data_root, "test", stem))[:limit]
+        items += [query_item(q, instructions, seed)[0] for q in queries]
+    return items
+
+
+def bench_modes(encoder, items, paths: Paths, args, ex) -> dict:
+    """Median QPS and route counts per mode, modes interleaved within each repeat."""
+    times: dict[str, list[float]] = {m: [] for m in args.modes.split(",")}
+    routes: dict[str, dict[str, int]] = {}
+    encoder.encode_queries(
+        items[: ex.batch_size], paths.data_root, "never", ex.max_new_tokens, ex.batch_size
+    )  # warm-up
+    for _ in range(args.repeats):
+        for mode in times:
+            t0 = time.perf_counter()
+            enc = encoder.encode_queries(items, paths.data_root, mode, ex.max_new_tokens, ex.batch_size)
+            times[mode].append(time.perf_counter() - t0)
+            routes[mode] = {r: enc.routes.count(r) for r in ("direct", "reasoned", "forced")}
+    out = {m: {"qps": len(items) / statistics.median(t), "seconds": t, "routes": routes[m]} for m, t in times.items()}
+    if "never" in out:
+        for m in out:
+            out[m]["ratio_vs_never"] = out[m]["qps"] / out["never"]["qps"]
+    return {"n_queries": len(items), "modes": out}
+
+
+def bench_export(encoder, paths: Paths, stem: str, args, ex) -> dict:
+    """Items/s of export_shards (collate, images, shard files) vs bare forwards on pre-built batches."""
+    import torch
+
+    from trace_core.model.collate import encode_items
+
+    task = TEST_TASKS_BY_STEM[stem]
+    items = [candidate_item(c, task.task_id) for c in load_pool(local_pool_file(paths.data_root, stem))][: args.limit]
+    bs = ex.batch_size
+    proc = encoder.proc
+    batches = [
+        encoder._to_device(
+            encode_items(
+                proc,
+                items[s : s + bs],
+                ["candidate"] * len(items[s : s + bs]),
+                [proc.emb_token] * len(items[s : s + bs]),
+                [False] * len(items[s : s + bs]),
+                paths.data_root,
+            )
+        )
+        for s in range(0, len(items), bs)
+    ]
+    fwd, exp = [], []
+    with torch.inference_mode():
+        encoder.model.encode_candidates(batches[0])  # warm-up
+    for r in range(args.repeats):
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for b in batches:
+                encoder.model.encode_candidates(b)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        fwd.append(time.perf_counter() - t0)
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            export_shards(
+                Path(tmp), items, candidate_encode_fn(encoder, paths.data_root, bs), {"r": r}, ex.shard_size, "bench"
+            )
+            exp.append(time.perf_counter() - t0)
+    f, e = len(items) / statistics.median(fwd), len(items) / statistics.median(exp)
+    return {
+        "pool": stem,
+        "n": len(items),
+        "batch_size": bs,
+        "bare_forward_items_s": f,
+        "export_items_s": e,
+        "export_vs_forward": e / f,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--modes", default="adaptive,never,always")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--limit", type=int, default=256, help="queries per task / candidates for the export bench")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: params.export.device)")
+    ap.add_argument("--out", type=Path, default=Path("bench/results/bench_routing.json"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    import torch
+
+    from trace_core.model.inference import load_encoder
+
+    params = load_params(args.params)
+    paths, ex = Paths.from_params(params), params.export
+    device = args.device or (
+        "cuda" if ex.device == "auto" and torch.cuda.is_available() else "cpu" if ex.device == "auto" else ex.device
+    )
+    encoder = load_encoder(paths.model_dir, device)
+    present = [t.stem for t in present_test_tasks(paths.data_root)]
+    reason = set(params.cot_generate.routing.reason_datasets)
+    direct = [s for s in present if TEST_TASKS_BY_STEM[s].dataset_id not in reason]
+    edit = [s for s in present if s in EDIT_TASKS]
+    result = {
+        "device": device,
+        "model_id": encoder.model_id,
+        "batch_size": ex.batch_size,
+        "max_new_tokens": ex.max_new_tokens,
+    }
+    with torch.inference_mode():
+        result["direct_tasks"] = {
+            "tasks": direct,
+            **bench_modes(encoder, query_items(paths, direct, params.base.seed, args.limit), paths, args, ex),
+        }
+        result["edit_tasks"] = {
+            "tasks": edit,
+            **bench_modes(encoder, query_items(paths, edit, params.base.seed, args.limit), paths, args, ex),
+        }
+    result["export"] = bench_export(encoder, paths, direct[0], args, ex)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Real Milvus Lite against the exact NumpyIndex on the same vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trace_core.config import IndexParams
+from trace_core.indexing.backend import DimensionError, NumpyIndex
+from trace_core.indexing.milvus import MilvusConnectionError, MilvusIndex, build_params, connect
+
+DIM, N, NQ, K = 32, 2000, 50, 10
+
+
+def _unit(n: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    c = connect(str(tmp_path_factory.mktemp("milvus") / "test.db"), 30.0)
+    yield c
+    c.close()
+
+
+def _exact(rows, queries):
+    index = NumpyIndex(DIM)
+    index.add(rows)
+    return index.search(queries, K)
+
+
+def test_flat_matches_numpy_ids_and_scores(client):
+    rows, queries = _unit(N, 0), _unit(NQ, 1)
+    p = IndexParams(index_type="FLAT", insert_batch=700, search_batch=16)
+    index = MilvusIndex.create(client, "t_flat", DIM, p)
+    index.add(rows[:1000])
+    index.add(rows[1000:])
+    index.load()
+    assert len(index) == N
+    s, pos = index.search(queries, K)
+    es, epos = _exact(rows, queries)
+    assert (pos == epos).all()
+    np.testing.assert_allclose(s, es, atol=1e-5)
+    reopened = MilvusIndex.open(client, "t_flat", DIM, p)
+    assert len(reopened) == N and (reopened.search(queries[:3], K)[1] == epos[:3]).all()
+
+
+def test_hnsw_recall_close_to_exact(client):
+    rows, queries = _unit(N, 2), _unit(NQ, 3)
+    index = MilvusIndex.create(client, "t_hnsw", DIM, IndexParams(index_type="HNSW"))
+    index.add(rows)
+    index.load()
+    _, pos = index.search(queries, K)
+    _, epos = _exact(rows, queries)
+    recall = np.mean([len(set(a) & set(b)) / K for a, b in zip(pos.tolist(), epos.tolist(), strict=True)])
+    assert recall >= 0.9
+
+
+def test_small_collection_pads_and_dimension_is_checked(client):
+    p = IndexParams()
+    index = MilvusIndex.create(client, "t_small", DIM, p)
+    index.add(_unit(3, 4))
+    index.load()
+    s, pos = index.search(_unit(2, 5), 5)
+    assert (pos[:, 3:] == -1).all() and np.isneginf(s[:, 3:]).all()
+    with pytest.raises(DimensionError):
+        index.add(np.ones((2, DIM + 1), dtype=np.float32))
+    with pytest.raises(ValueError, match="has dimension 32, expected 64"):
+        MilvusIndex.open(client, "t_small", 64, p)
+
+
+def test_unsupported_index_type_is_rejected_before_milvus():
+    with pytest.raises(ValueError, match="unsupported index type 'DISKANN'"):
+        build_params(IndexParams.model_construct(index_type="DISKANN", metric="IP"))
+
+
+def test_unreachable_uri_names_it():
+    with pytest.raises(MilvusConnectionError, match=r"http://127.0.0.1:9"):
+        connect("http://127.0.0.1:9", 2.0)

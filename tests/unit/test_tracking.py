@@ -1,0 +1,122 @@
+"""MLflow adapter: parent/child runs, tags, and the champion promotion rule on a real store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trace_core.config import Params
+
+mlflow = pytest.importorskip("mlflow")
+tracking = pytest.importorskip("trace_core.tracking")
+
+
+@pytest.fixture()
+def params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Params:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    raw = {
+        "tracking": {
+            "tracking_uri": f"sqlite:///{tmp_path / 'mlruns.db'}",
+            "artifact_location": str(tmp_path / "mlartifacts"),
+            "experiment": "trace-test",
+            "registered_model": "trace-test-model",
+        }
+    }
+    return Params.model_validate(raw)
+
+
+def _client(params: Params):
+    uri = params.tracking.tracking_uri
+    return mlflow.tracking.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_decide_alias_rule() -> None:
+    assert tracking.decide_alias(0.1, "1", None) == "champion"
+    assert tracking.decide_alias(0.5, "2", ("1", 0.4)) == "champion"
+    assert tracking.decide_alias(0.4, "2", ("1", 0.4)) == "challenger"  # ties do not promote
+    assert tracking.decide_alias(0.3, "2", ("1", 0.4)) == "challenger"
+    assert tracking.decide_alias(0.0, "1", ("1", 0.4)) == "champion"  # re-evaluating the champion
+
+
+def test_params_hash_and_stage_params(params: Params) -> None:
+    assert len(tracking.params_hash(params)) == 12
+    other = params.model_copy(update={"base": params.base.model_copy(update={"seed": 7})})
+    assert tracking.params_hash(other) != tracking.params_hash(params)
+    sp = tracking.stage_params(params, "train")
+    assert "base.seed" in sp and "train.lambda_gen" in sp and "model.family" in sp
+    assert not any(k.startswith(("export.", "base.run_name")) for k in sp)
+
+
+def test_stages_share_one_parent(params: Params) -> None:
+    with tracking.stage_run(params, "download") as first:
+        tracking.log_metrics({"n_queries": 3, "bad": float("nan"), "flag": True})
+    with tracking.stage_run(params, "validate") as second:
+        tracking.log_metrics({"success": 1.0})
+    client = _client(params)
+    a, b = client.get_run(first), client.get_run(second)
+    parent = a.data.tags["mlflow.parentRunId"]
+    assert parent == b.data.tags["mlflow.parentRunId"]
+    assert a.data.tags[tracking.TAG_PARAMS_HASH] == tracking.params_hash(params)
+    assert a.data.tags[tracking.TAG_STAGE] == "download"
+    assert a.data.metrics == {"n_queries": 3.0}
+    assert a.data.params["download.profile"] == "mini"
+    assert client.get_run(parent).info.status == "RUNNING"
+    with tracking.stage_run(params, "evaluate"):
+        pass
+    assert client.get_run(parent).info.status == "FINISHED"  # the last stage closes it
+    with tracking.stage_run(params, "download") as again:
+        pass
+    assert client.get_run(again).data.tags["mlflow.parentRunId"] != parent
+
+
+def test_env_parent_and_failed_stage(params: Params, monkeypatch: pytest.MonkeyPatch) -> None:
+    parent = tracking.start_pipeline(params, reuse=False)
+    monkeypatch.setenv(tracking.PARENT_ENV, parent)
+    with pytest.raises(RuntimeError), tracking.stage_run(params, "train") as rid:
+        raise RuntimeError("boom")
+    client = _client(params)
+    assert client.get_run(rid).info.status == "FAILED"
+    assert client.get_run(rid).data.tags["mlflow.parentRunId"] == parent
+    tracking.end_pipeline(params, parent)
+    assert client.get_run(parent).info.status == "FINISHED"
+    empty = tracking.start_pipeline(params, reuse=False)
+    tracking.end_pipeline(params, empty)  # no stage ran: deleted
+    assert client.get_run(empty).info.lifecycle_stage == "deleted"
+
+
+def test_disabled_is_noop(params: Params) -> None:
+    off = params.model_copy(update={"tracking": params.tracking.model_copy(update={"enabled": False})})
+    with tracking.stage_run(off, "download") as rid:
+        tracking.log_metrics({"x": 1.0})
+    assert rid == ""
+    assert not Path("mlruns.db").exists()
+
+
+def _constructed_version(params: Params, client, run_id: str) -> str:
+    name = params.tracking.registered_model
+    try:
+        client.create_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        pass
+    return str(client.create_model_version(name, source=f"runs:/{run_id}/model", run_id=run_id).version)
+
+
+def test_promotion_on_constructed_runs(params: Params, tmp_path: Path) -> None:
+    client = _client(params)
+    name = params.tracking.registered_model
+    scores = [0.30, 0.25, 0.45, 0.45]
+    expected = ["champion", "challenger", "champion", "challenger"]
+    for score, want in zip(scores, expected, strict=True):
+        with tracking.stage_run(params, "evaluate") as rid:
+            version = _constructed_version(params, client, rid)
+            assert tracking.promote(params, version, score) == want
+        decision = json.loads((Path(client.download_artifacts(rid, "promotion.json", str(tmp_path)))).read_text())
+        assert decision["alias"] == want and decision["score"] == score
+    champ = client.get_model_version_by_alias(name, "champion")
+    assert str(champ.version) == "3" and float(champ.tags[tracking.TAG_SCORE]) == 0.45
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "4"
+    assert tracking.find_model_run(params) == client.get_model_version(name, "4").run_id

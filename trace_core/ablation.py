@@ -1,0 +1,295 @@
+"""Ablation on M-BEIR-mini: the paper's Tables 2 and 5 in miniature, from real runs.
+
+Each variant is a DVC experiment (``dvc exp run -n ablation-<name> -S key=value ...``) and
+an MLflow pipeline run (parent tagged ``trace.ablation``):
+
+* ``adaptive`` / ``never`` / ``always``: the *same checkpoint* (train is cached by DVC;
+  only export, index and evaluate re-run) with implicit routing adaptive, never reasoning
+  (LamRA-style direct embedding) and always reasoning (Table 2: R@5, routing rates, QPS);
+* ``no-chains``: a control trained without chains (every query routed z=0, so every
+  target is ``<|emb|>`` only, and ``lambda_gen = 0``), evaluated with direct embedding
+  (Table 5's "w/o CoT" row).
+
+The workspace is put back to the baseline afterwards (params.yaml and dvc.lock restored,
+``dvc checkout``). ``reports/ablation.md`` and ``reports/ablation.json`` summarise the
+numbers exactly as measured. Run it with ``make ablation`` or ``python -m trace_core.ablation``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trace_core.config import Params, load_params, parse_params
+from trace_core.data.mbeir import TEST_TASKS
+from trace_core.io import write_json, write_text
+
+log = logging.getLogger(__name__)
+ROUTES = ("direct", "reasoned", "forced")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One ablation row: a name, the params it sets and what it stands for."""
+
+    name: str
+    overrides: dict[str, Any]
+    description: str
+    table: str  # "routing" (Table 2) or "control" (Table 5)
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("adaptive", {"export.routing": "adaptive"}, "TRACE, implicit adaptive routing", "routing"),
+    Variant("never", {"export.routing": "never"}, "same checkpoint, never reason (direct embedding)", "routing"),
+    Variant("always", {"export.routing": "always"}, "same checkpoint, always reason (forced CoT)", "routing"),
+    Variant(
+        "no-chains",
+        {"cot_generate.routing.reason_datasets": [], "train.lambda_gen": 0.0, "export.routing": "never"},
+        "control trained without chains (all targets <|emb|> only, lambda_gen = 0), direct embedding",
+        "control",
+    ),
+)
+
+
+# --- pure: summarising metrics ------------------------------------------------------------
+def summarise(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers a row of the ablation tables needs, from one ``metrics/mbeir.json``."""
+    table = metrics["local"]["table"]
+    routing = metrics.get("routing", {})
+    n = sum(r.get("n_queries", 0.0) for r in routing.values()) or 1.0
+    rates = {
+        route: sum(r.get(f"{route}_rate", 0.0) * r.get("n_queries", 0.0) for r in routing.values()) / n
+        for route in ROUTES
+    }
+    tokens = sum(r.get("mean_new_tokens", 0.0) * r.get("n_queries", 0.0) for r in routing.values()) / n
+    return {
+        "tasks": {t.stem: table.get(t.stem) for t in TEST_TASKS},
+        "average": table.get("average"),
+        "routing": rates,
+        "reasoned_by_task": {stem: r.get("reasoned_rate", 0.0) for stem, r in routing.items()},
+        "mean_new_tokens": tokens,
+        "query_qps": metrics.get("query_qps"),
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def routing_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
+    """Table 2 in miniature: per-task reported recall, average, routing rates and QPS."""
+    head = ["variant", *[t.label for t in TEST_TASKS], "avg", "reasoned %", "forced %", "tokens/q", "query QPS"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for name, s in rows.items():
+        cells = [_pct(s["tasks"].get(t.stem)) for t in TEST_TASKS]
+        qps = s["query_qps"]
+        tail = [_pct(s["average"]), _pct(s["routing"]["reasoned"]), _pct(s["routing"]["forced"])]
+        tail += [f"{s['mean_new_tokens']:.1f}", "–" if qps is None else f"{qps:.1f}"]
+        lines.append("| " + " | ".join([name, *cells, *tail]) + " |")
+    return "\n".join(lines)
+
+
+def deltas(rows: Mapping[str, Mapping[str, Any]], base: str) -> list[str]:
+    """Plain statements of each variant's average and QPS relative to ``base``."""
+    if base not in rows or rows[base]["average"] is None:
+        return []
+    ref = rows[base]
+    out = []
+    for name, s in rows.items():
+        if name == base or s["average"] is None:
+            continue
+        diff = 100 * (s["average"] - ref["average"])
+        line = f"- `{name}` vs `{base}`: average {_pct(s['average'])} vs {_pct(ref['average'])} ({diff:+.1f} points)"
+        if s["query_qps"] and ref["query_qps"]:
+            line += (
+                f"; query QPS {s['query_qps']:.1f} vs {ref['query_qps']:.1f} (x{s['query_qps'] / ref['query_qps']:.2f})"
+            )
+        out.append(line + ".")
+    return out
+
+
+def report_markdown(rows: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
+    """The whole ``reports/ablation.md``."""
+    routing = {n: s for n, s in rows.items() if meta["tables"].get(n) == "routing"}
+    control = {n: s for n, s in rows.items() if n == "adaptive" or meta["tables"].get(n) == "control"}
+    parts = [
+        "# Ablation on M-BEIR-mini",
+        "",
+        f"Real runs of this repository (git `{meta['git_commit'][:12]}`, {meta['profile']} profile); numbers as "
+        "measured, local pools, reported recall per column (R@5; R@10 for Fashion200K/FashionIQ), in %.",
+        "",
+        "## Routing modes on the same checkpoint (paper Table 2)",
+        "",
+        routing_table(routing),
+        "",
+        *deltas(routing, "adaptive"),
+        "",
+        "## Training without chains (paper Table 5)",
+        "",
+        routing_table(control),
+        "",
+        *deltas(control, "adaptive"),
+        "",
+        "## Variants",
+        "",
+        *[
+            f"- `{n}` (DVC experiment `{meta['experiments'][n]}`, MLflow run `{meta['mlflow'].get(n, '')}`): "
+            f"{meta['descriptions'][n]}; overrides `{json.dumps(meta['overrides'][n])}`"
+            for n in rows
+        ],
+        "",
+        "Reproduce: `make ablation`; compare: `dvc exp show`, `dvc metrics diff`, the MLflow UI (`make mlflow-ui`).",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+# --- I/O: running the experiments ---------------------------------------------------------
+def apply_overrides(params: Params, overrides: Mapping[str, Any]) -> Params:
+    """``params`` with dotted overrides applied (what ``dvc exp run -S`` writes)."""
+    from trace_core.config import dump_params
+
+    raw = dump_params(params)
+    for key, value in overrides.items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return parse_params(raw, "ablation overrides")
+
+
+def set_args(overrides: Mapping[str, Any]) -> list[str]:
+    """``-S key=value`` arguments, values as YAML flow scalars."""
+    args: list[str] = []
+    for key, value in overrides.items():
+        text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        args += ["-S", f"{key}={text}"]
+    return args
+
+
+def _dvc() -> str:
+    local = Path(sys.executable).parent / "dvc"
+    return str(local) if local.exists() else "dvc"
+
+
+def run_dvc(args: Sequence[str], root: Path, env: Mapping[str, str], check: bool = True) -> int:
+    """Run ``dvc <args>`` in ``root`` with its output passed through to the log."""
+    cmd = [_dvc(), *args]
+    log.info("$ %s", " ".join(cmd))
+    rc = subprocess.run(cmd, cwd=root, env=dict(env), check=False).returncode
+    if check and rc != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed with exit code {rc}")
+    return rc
+
+
+def run_variant(variant: Variant, params: Params, root: Path) -> tuple[dict[str, Any], str, str]:
+    """Run one variant as a DVC experiment under its own MLflow parent; return its metrics."""
+    from trace_core import tracking
+
+    vparams = apply_overrides(params, {**variant.overrides, "base.run_name": f"ablation-{variant.name}"})
+    parent = tracking.start_pipeline(vparams, reuse=False, tags={"trace.ablation": variant.name})
+    env = {
+        **os.environ,
+        tracking.PARENT_ENV: parent,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    name = f"ablation-{variant.name}"
+    run_dvc(["exp", "remove", name], root, env, check=False)
+    status = "FAILED"
+    try:
+        overrides = {**variant.overrides, "base.run_name": f"ablation-{variant.name}"}
+        run_dvc(["exp", "run", "-n", name, *set_args(overrides)], root, env)
+        status = "FINISHED"
+    finally:
+        tracking.end_pipeline(vparams, parent, status)
+    metrics = json.loads((root / params.paths.metrics_dir / "mbeir.json").read_text())
+    return metrics, name, parent
+
+
+def run(params_path: Path = Path("params.yaml"), only: Sequence[str] | None = None) -> Path:
+    """Run the variants, restore the baseline workspace, write ``reports/ablation.md``."""
+    from trace_core import tracking
+
+    root = Path.cwd()
+    params = load_params(params_path)
+    chosen = [v for v in VARIANTS if not only or v.name in only]
+    saved = {p: p.read_text() for p in (root / "params.yaml", root / "dvc.lock") if p.exists()}
+    rows: dict[str, Any] = {}
+    meta: dict[str, Any] = {"experiments": {}, "mlflow": {}, "descriptions": {}, "overrides": {}, "tables": {}}
+    try:
+        for variant in chosen:
+            metrics, exp, parent = run_variant(variant, params, root)
+            rows[variant.name] = summarise(metrics)
+            meta["experiments"][variant.name], meta["mlflow"][variant.name] = exp, parent
+            meta["descriptions"][variant.name], meta["overrides"][variant.name] = variant.description, variant.overrides
+            meta["tables"][variant.name] = variant.table
+    finally:
+        for path, text in saved.items():
+            path.write_text(text)
+        run_dvc(["checkout", "--force"], root, os.environ, check=False)
+    meta.update(git_commit=tracking.git_commit(), profile=params.base.profile)
+    reports = root / params.paths.reports_dir
+    write_json(reports / "ablation.json", {"rows": rows, "meta": meta})
+    out = reports / "ablation.md"
+    write_text(out, report_markdown(rows, meta))
+    _log_summary(params, out, reports / "ablation.json", rows)
+    return out
+
+
+def _log_summary(params: Params, report: Path, data: Path, rows: Mapping[str, Any]) -> None:
+    from trace_core import tracking
+
+    parent = tracking.start_pipeline(params, reuse=False, tags={"trace.ablation": "summary"})
+    os.environ[tracking.PARENT_ENV] = parent
+    try:
+        _log_rows(params, report, data, rows)
+    finally:
+        os.environ.pop(tracking.PARENT_ENV, None)
+        tracking.end_pipeline(params, parent)
+
+
+def _log_rows(params: Params, report: Path, data: Path, rows: Mapping[str, Any]) -> None:
+    from trace_core import tracking
+
+    with tracking.stage_run(params, "ablation"):
+        for name, s in rows.items():
+            if s["average"] is not None:
+                tracking.log_metrics(
+                    {f"{name}.average": s["average"], f"{name}.reasoned_rate": s["routing"]["reasoned"]}
+                )
+            if s["query_qps"]:
+                tracking.log_metrics({f"{name}.query_qps": s["query_qps"]})
+        tracking.log_artifact(report, "ablation")
+        tracking.log_artifact(data, "ablation")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m trace_core.ablation [--only NAME ...] [-p params.yaml]``."""
+    import argparse
+
+    from trace_core.env import quiet_environment
+
+    quiet_environment()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m trace_core.ablation", description=__doc__.split("\n")[0])
+    parser.add_argument("-p", "--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--only", nargs="*", choices=[v.name for v in VARIANTS], help="run only these variants")
+    args = parser.parse_args(argv)
+    out = run(args.params, args.only)
+    sys.stdout.write(out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

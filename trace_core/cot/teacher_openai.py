@@ -1,0 +1,137 @@
+"""Teacher client for any OpenAI-compatible chat-completions server (vLLM, SGLang, ...).
+
+Images travel as base64 ``data:`` URLs. Requests run concurrently (at most
+``teacher.concurrency`` in flight, an asyncio semaphore); HTTP 429, 5xx, timeouts and
+connection errors are retried ``teacher.max_retries`` times with exponential backoff
+(``retry_base_delay_s * 2**attempt``, or the server's ``Retry-After`` when larger). Other
+HTTP errors and malformed responses become error results with the reason. The API key is
+read from the environment variable named ``teacher.api_key_env`` only (none sent if unset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from trace_core.config import TeacherParams
+from trace_core.cot.prompts import TeacherRequest
+from trace_core.cot.teacher import TeacherResult
+
+log = logging.getLogger(__name__)
+MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".gif": "image/gif"}
+
+
+class _Retryable(Exception):
+    """A failure worth another attempt (429, 5xx, timeout, connection)."""
+
+    def __init__(self, reason: str, wait_s: float = 0.0) -> None:
+        super().__init__(reason)
+        self.wait_s = wait_s
+
+
+def image_data_url(path: str) -> str:
+    """Read an image file into a ``data:<mime>;base64,...`` URL."""
+    p = Path(path)
+    mime = MIME.get(p.suffix.lower(), "application/octet-stream")
+    return f"data:{mime};base64,{base64.b64encode(p.read_bytes()).decode('ascii')}"
+
+
+def build_payload(r: TeacherRequest, cfg: TeacherParams) -> dict[str, Any]:
+    """The chat-completions JSON body of one request."""
+    content: list[dict[str, Any]] = []
+    if r.image is not None:
+        content.append({"type": "image_url", "image_url": {"url": image_data_url(r.image)}})
+    content.append({"type": "text", "text": r.user})
+    return {
+        "model": cfg.model,
+        "messages": [{"role": "system", "content": r.system}, {"role": "user", "content": content}],
+        "max_tokens": cfg.max_new_tokens,
+        "temperature": cfg.temperature,
+    }
+
+
+def parse_completion(resp: httpx.Response) -> str:
+    """The first choice's message content; ``ValueError`` naming what is malformed."""
+    try:
+        body = resp.json()
+    except ValueError:
+        raise ValueError("malformed response: body is not JSON") from None
+    try:
+        content = body["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise ValueError("malformed response: no choices[0].message.content") from None
+    if not isinstance(content, str):
+        raise ValueError(f"malformed response: content is {type(content).__name__}, not a string")
+    return content
+
+
+def _retry_after(resp: httpx.Response) -> float:
+    try:
+        return float(resp.headers.get("retry-after", 0.0))
+    except ValueError:
+        return 0.0
+
+
+class OpenAITeacher:
+    """Chat-completions client with bounded concurrency and retries."""
+
+    def __init__(self, cfg: TeacherParams) -> None:
+        if not cfg.base_url or not cfg.model:
+            raise ValueError("openai teacher needs teacher.base_url and teacher.model")
+        self.cfg = cfg
+        self.name = f"openai:{cfg.model}"
+        self.url = cfg.base_url.rstrip("/") + "/chat/completions"
+
+    def _headers(self) -> dict[str, str]:
+        key = os.environ.get(self.cfg.api_key_env)
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    async def _attempt(self, client: httpx.AsyncClient, payload: dict[str, Any]) -> str:
+        try:
+            resp = await client.post(self.url, json=payload)
+        except httpx.TimeoutException as err:
+            raise _Retryable(f"timeout ({type(err).__name__})") from None
+        except httpx.TransportError as err:
+            raise _Retryable(f"connection error ({type(err).__name__}: {err})") from None
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise _Retryable(f"HTTP {resp.status_code}", _retry_after(resp))
+        if resp.status_code >= 400:
+            raise ValueError(f"HTTP {resp.status_code}: {resp.text[:200]}")
+        return parse_completion(resp)
+
+    async def _one(self, client: httpx.AsyncClient, sem: asyncio.Semaphore, r: TeacherRequest) -> TeacherResult:
+        try:
+            payload = build_payload(r, self.cfg)
+        except OSError as err:
+            return TeacherResult(r.id, None, f"cannot read image: {err}")
+        reason = ""
+        for attempt in range(self.cfg.max_retries + 1):
+            try:
+                async with sem:
+                    return TeacherResult(r.id, await self._attempt(client, payload))
+            except _Retryable as err:
+                reason = str(err)
+                if attempt < self.cfg.max_retries:
+                    await asyncio.sleep(max(self.cfg.retry_base_delay_s * 2**attempt, err.wait_s))
+            except ValueError as err:
+                return TeacherResult(r.id, None, str(err))
+        return TeacherResult(r.id, None, f"gave up after {self.cfg.max_retries + 1} attempts: {reason}")
+
+    async def _run(self, requests: Sequence[TeacherRequest]) -> list[TeacherResult]:
+        sem = asyncio.Semaphore(self.cfg.concurrency)
+        async with httpx.AsyncClient(timeout=self.cfg.timeout_s, headers=self._headers()) as client:
+            return list(await asyncio.gather(*(self._one(client, sem, r) for r in requests)))
+
+    def generate(self, requests: Sequence[TeacherRequest]) -> list[TeacherResult]:
+        """Send every request (bounded concurrency); results in request order."""
+        return asyncio.run(self._run(requests))
+
+    def close(self) -> None:
+        """Clients are per call; nothing to release."""

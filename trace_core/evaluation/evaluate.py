@@ -1,0 +1,174 @@
+"""Stage ``evaluate``: search each test file in its own pool (and the union), score, report.
+
+Writes one UniIR-format run file per pool scope (``reports/runs/mbeir_test_<scope>_run.txt``),
+``metrics/mbeir.json`` (16-column table, average, per-task recalls, routing rates, QPS),
+``reports/mbeir.md`` and plots, and logs them to MLflow on the model's run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trace_core.config import Params
+from trace_core.data.mbeir import TestTask, present_test_tasks, qrels_file, read_qrels
+from trace_core.evaluation.mbeir import build_table, task_ks
+from trace_core.evaluation.metrics import RunEntry, format_run_line, ranked_entries, recall_at_ks
+from trace_core.indexing.backend import VectorIndex
+from trace_core.indexing.build_index import open_index
+from trace_core.indexing.shards import iter_chunks, load_embeddings, load_manifest
+from trace_core.io import DataError, atomic_open, read_json, write_json
+from trace_core.paths import Paths
+
+log = logging.getLogger(__name__)
+UNION = "union"
+
+
+@dataclass
+class TaskResult:
+    """Scores and run entries of one task in one scope."""
+
+    metrics: dict[str, float]
+    entries: list[RunEntry]
+
+
+def rank_queries(
+    index: VectorIndex, pool_ids: list[str], qids: list[str], vectors: np.ndarray, k: int, run_id: str, task_id: int
+) -> tuple[dict[str, list[str]], list[RunEntry]]:
+    """Search and turn positions into ``qid -> ranked dids`` and run entries."""
+    scores, positions = index.search(vectors, k)
+    rankings: dict[str, list[str]] = {}
+    entries: list[RunEntry] = []
+    for qid, s_row, p_row in zip(qids, scores, positions, strict=True):
+        keep = p_row >= 0
+        dids = [pool_ids[p] for p in p_row[keep]]
+        rankings[qid] = dids
+        entries.extend(ranked_entries(qid, dids, s_row[keep].tolist(), run_id, task_id))
+    return rankings, entries
+
+
+def score_task(
+    task: TestTask, params: Params, paths: Paths, index: VectorIndex, pool_ids: list[str], query_manifest: Path
+) -> TaskResult:
+    """Search one task's queries in ``index`` and score them against its qrels."""
+    qids, vectors = load_embeddings(query_manifest)
+    if vectors.shape[1] != index.dim:
+        raise DataError(
+            query_manifest, "dim", f"query dimension {vectors.shape[1]} differs from the index's {index.dim}"
+        )
+    ks = task_ks(task, params.evaluate.ks, params.evaluate.fashion_ks)
+    rankings, entries = rank_queries(index, pool_ids, qids, vectors, max(ks), params.evaluate.run_id, task.task_id)
+    qrels = read_qrels(qrels_file(paths.data_root, "test", task.stem))
+    positives = {q: e.positives for q, e in qrels.items()}
+    return TaskResult(recall_at_ks(rankings, positives, qids, ks), entries)
+
+
+def pool_ids(manifest_path: Path) -> list[str]:
+    """Ids of a pool in index position order."""
+    return [i for ids, _ in iter_chunks(manifest_path) for i in ids.tolist()]
+
+
+def routing_summary(query_manifest: dict[str, Any]) -> dict[str, float]:
+    """Route rates, mean generated tokens and QPS of one task's query export."""
+    n = max(int(query_manifest["count"]), 1)
+    out = {f"{r}_rate": c / n for r, c in query_manifest["routes"].items()}
+    out["mean_new_tokens"] = query_manifest["new_tokens"] / n
+    out["qps"] = float(query_manifest["qps"])
+    out["n_queries"] = float(query_manifest["count"])
+    out["encode_seconds"] = float(query_manifest["encode_seconds"])
+    return out
+
+
+class Searcher:
+    """Opens each pool's index once (Milvus client or in-memory exact search)."""
+
+    def __init__(self, params: Params, paths: Paths, imanifest: dict[str, Any]) -> None:
+        self.params, self.paths, self.imanifest = params, paths, imanifest
+        self.client: Any = None
+        self._cache: dict[str, tuple[VectorIndex, list[str]]] = {}
+        if imanifest["backend"] == "milvus":
+            from trace_core.indexing.milvus import connect, resolve_uri
+
+            self.client = connect(resolve_uri(params.index, paths.milvus_db), params.index.timeout_s)
+
+    def get(self, pool: str) -> tuple[VectorIndex, list[str]]:
+        """Index and position-ordered ids of ``pool``."""
+        if pool not in self._cache:
+            entry = self.imanifest["pools"].get(pool)
+            if entry is None:
+                raise DataError(
+                    self.paths.index_manifest, f"pool '{pool}'", "pool not in the index (re-run `trace index`)"
+                )
+            path = self.paths.embeddings_dir / entry["embeddings"]
+            self._cache[pool] = (open_index(self.params, entry, path, self.client), pool_ids(path))
+        return self._cache[pool]
+
+    def close(self) -> None:
+        """Close the Milvus client, if any."""
+        if self.client is not None:
+            self.client.close()
+
+
+def evaluate_scope(
+    scope: str, tasks: list[TestTask], queries: dict[str, Path], searcher: Searcher
+) -> dict[str, TaskResult]:
+    """Score every task in its local pool (``local``) or in the union pool."""
+    out = {}
+    for task in tasks:
+        index, ids = searcher.get(task.stem if scope == "local" else UNION)
+        out[task.stem] = score_task(task, searcher.params, searcher.paths, index, ids, queries[task.stem])
+        log.info("%s %s: %s", scope, task.stem, {k: round(v, 4) for k, v in out[task.stem].metrics.items()})
+    return out
+
+
+def write_run_file(path: Path, results: dict[str, TaskResult]) -> None:
+    """One UniIR run file for a scope (tasks in table order)."""
+    with atomic_open(path) as fh:
+        for res in results.values():
+            fh.writelines(format_run_line(e) for e in res.entries)
+
+
+def collect_metrics(scoped: dict[str, dict[str, TaskResult]], routing: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The ``metrics/mbeir.json`` object."""
+    out: dict[str, Any] = {}
+    for scope, results in scoped.items():
+        per_task = {stem: r.metrics for stem, r in results.items()}
+        out[scope] = {"table": build_table(per_task).as_dict(), "tasks": per_task}
+    n = sum(r["n_queries"] for r in routing.values())
+    secs = sum(r["encode_seconds"] for r in routing.values())
+    out["routing"] = routing
+    out["query_qps"] = n / secs if secs > 0 else 0.0
+    return out
+
+
+def run(params: Params, paths: Paths) -> dict[str, Any]:
+    """Search, write run files, score, and write metrics, report and plots."""
+    from trace_core.evaluation.report import log_to_tracking, write_reports
+
+    if not paths.index_manifest.exists():
+        raise DataError(paths.index_manifest, "file", "no index manifest (run `trace index`)")
+    imanifest = read_json(paths.index_manifest)
+    top = read_json(paths.embeddings_dir / "manifest.json")
+    tasks = [t for t in present_test_tasks(paths.data_root) if t.stem in top["queries"]]
+    queries = {t.stem: paths.embeddings_dir / top["queries"][t.stem] for t in tasks}
+    scopes = ["local"] + ([UNION] if params.evaluate.union_pool and UNION in imanifest["pools"] else [])
+    searcher = Searcher(params, paths, imanifest)
+    try:
+        scoped = {scope: evaluate_scope(scope, tasks, queries, searcher) for scope in scopes}
+    finally:
+        searcher.close()
+    runs_dir = paths.reports_dir / "runs"
+    for scope, results in scoped.items():
+        write_run_file(runs_dir / f"mbeir_test_{scope}_run.txt", results)
+    routing = {t.stem: routing_summary(load_manifest(queries[t.stem])) for t in tasks}
+    metrics = collect_metrics(scoped, routing)
+    metrics["model_id"] = imanifest.get("model_id")
+    metrics["index"] = {"backend": imanifest["backend"], "index_type": imanifest["index_type"]}
+    write_json(paths.metrics_file("mbeir"), metrics)
+    files = write_reports(metrics, paths.reports_dir)
+    log_to_tracking(params, metrics, [paths.metrics_file("mbeir"), *files, runs_dir])
+    return metrics

@@ -1,0 +1,135 @@
+"""UniIR hit semantics, run files and qrels scoring (pure, no heavy dependencies).
+
+UniIR's "Recall@k" is a hit rate: a query scores 1 when any of its qrels positives is
+among its top k candidates, else 0; a query without positives scores 0. A task's number
+is the mean over its queries. Run files use UniIR's format, one line per retrieved
+candidate::
+
+    qid Q0 did rank score run_id task_id
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from pathlib import Path
+
+from trace_core.data.mbeir import read_qrels
+from trace_core.io import DataError
+
+RUN_COLUMNS = 7
+
+
+@dataclass(frozen=True, slots=True)
+class RunEntry:
+    """One line of a UniIR run file."""
+
+    qid: str
+    did: str
+    rank: int
+    score: float
+    run_id: str
+    task_id: int
+
+
+def hit_at_k(ranked: Sequence[str], positives: AbstractSet[str], k: int) -> float:
+    """1.0 if any positive is among the first ``k`` ranked ids, else 0.0 (0.0 without positives)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if not positives:
+        return 0.0
+    return 1.0 if any(did in positives for did in ranked[:k]) else 0.0
+
+
+def recall_at_ks(
+    rankings: Mapping[str, Sequence[str]],
+    positives: Mapping[str, AbstractSet[str]],
+    qids: Sequence[str],
+    ks: Sequence[int],
+) -> dict[str, float]:
+    """Mean hit@k over ``qids`` for each k; a qid missing from ``rankings`` is a miss.
+
+    Returns ``{"R@k": mean, ..., "n_queries": len(qids)}`` (all zeros when ``qids`` is empty).
+    """
+    out: dict[str, float] = {}
+    for k in ks:
+        hits = [hit_at_k(rankings.get(q, ()), positives.get(q, frozenset()), k) for q in qids]
+        out[f"R@{k}"] = sum(hits) / len(hits) if hits else 0.0
+    out["n_queries"] = float(len(qids))
+    return out
+
+
+def format_run_line(entry: RunEntry) -> str:
+    """Render one run-file line (with trailing newline)."""
+    return f"{entry.qid} Q0 {entry.did} {entry.rank} {entry.score:.6f} {entry.run_id} {entry.task_id}\n"
+
+
+def format_run(entries: Iterable[RunEntry]) -> str:
+    """Render run-file lines."""
+    return "".join(format_run_line(e) for e in entries)
+
+
+def ranked_entries(qid: str, dids: Sequence[str], scores: Sequence[float], run_id: str, task_id: int) -> list[RunEntry]:
+    """Run entries of one query from its ranked ids and scores (rank starts at 1)."""
+    return [
+        RunEntry(qid, d, r, float(s), run_id, task_id)
+        for r, (d, s) in enumerate(zip(dids, scores, strict=True), start=1)
+    ]
+
+
+def parse_run_line(line: str, path: Path, lineno: int) -> RunEntry:
+    """Parse ``qid Q0 did rank score run_id task_id``; bad lines raise :class:`DataError`."""
+    parts = line.split()
+    where = f"line {lineno}"
+    if len(parts) != RUN_COLUMNS:
+        raise DataError(
+            path,
+            where,
+            f"run line must have {RUN_COLUMNS} columns 'qid Q0 did rank score run_id task_id', got {len(parts)}",
+        )
+    qid, q0, did, rank, score, run_id, task = parts
+    if q0 != "Q0":
+        raise DataError(path, where, f"column 2 must be 'Q0', got '{q0}'")
+    try:
+        return RunEntry(qid, did, int(rank), float(score), run_id, int(task))
+    except ValueError:
+        raise DataError(path, where, "rank and task_id must be integers, score a number") from None
+
+
+def read_run(path: Path) -> dict[str, list[str]]:
+    """Read a run file into ``qid -> dids ordered by rank``; a repeated (qid, rank) is an error."""
+    ranked: dict[str, dict[int, str]] = {}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            e = parse_run_line(line, path, lineno)
+            per_query = ranked.setdefault(e.qid, {})
+            if e.rank in per_query:
+                raise DataError(path, f"line {lineno}", f"rank {e.rank} repeated for qid {e.qid}")
+            per_query[e.rank] = e.did
+    return {q: [r[k] for k in sorted(r)] for q, r in ranked.items()}
+
+
+def qrels_stem(path: Path) -> str:
+    """Name a qrels file by its stem without the ``mbeir_`` prefix and ``_qrels`` suffix."""
+    stem = path.stem
+    stem = stem.removeprefix("mbeir_")
+    return stem.removesuffix("_qrels")
+
+
+def score_run_files(run: Path, qrels: list[Path], ks: list[int]) -> dict[str, dict[str, float]]:
+    """Score a run file against each qrels file: ``{stem: {"R@k": .., "n_queries": n}}``.
+
+    The queries of a qrels file are the ones it lists; those absent from the run are misses.
+    """
+    if not ks:
+        raise ValueError("at least one k is needed")
+    rankings = read_run(run)
+    out: dict[str, dict[str, float]] = {}
+    for qpath in qrels:
+        entries = read_qrels(qpath)
+        positives = {q: e.positives for q, e in entries.items()}
+        out[qrels_stem(qpath)] = recall_at_ks(rankings, positives, sorted(entries), ks)
+    return out

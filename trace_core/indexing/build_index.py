@@ -1,0 +1,165 @@
+"""Stage ``index``: one collection per local pool plus the union, from the exported shards.
+
+Milvus collections are named ``trace_<pool>_<hash8>`` after the pool's shard hash. A build
+fills ``<name>_staging`` collections first; only when every pool is built are the old
+collections dropped, the staging ones renamed and ``index/manifest.json`` written (last),
+so a failed build leaves the previous index and manifest usable. Rebuilding the same
+shards recreates the same names (idempotent). The ``numpy`` backend indexes nothing: its
+manifest points evaluate at the shards, searched exactly in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from trace_core.config import Params
+from trace_core.indexing.backend import NumpyIndex, VectorIndex, check_index_type
+from trace_core.indexing.shards import iter_chunks, load_embeddings, load_manifest
+from trace_core.io import DataError, read_json, write_json
+from trace_core.paths import Paths
+
+log = logging.getLogger(__name__)
+PREFIX = "trace_"
+STAGING = "_staging"
+
+
+def collection_name(pool: str, pool_hash: str) -> str:
+    """``trace_<pool>_<first 8 hex of the shard hash>`` (Milvus-safe characters only)."""
+    return f"{PREFIX}{re.sub(r'[^0-9A-Za-z_]', '_', pool)}_{pool_hash[:8]}"
+
+
+def embedding_pools(paths: Paths) -> dict[str, Path]:
+    """``pool -> manifest path`` of every exported candidate pool (the union included)."""
+    top_path = paths.embeddings_dir / "manifest.json"
+    if not top_path.exists():
+        raise DataError(top_path, "file", "no export manifest (run `trace export`)")
+    top = read_json(top_path)
+    pools = {stem: paths.embeddings_dir / rel for stem, rel in top["pools"].items()}
+    if top.get("union"):
+        pools["union"] = paths.embeddings_dir / top["union"]
+    return pools
+
+
+def check_pools(pools: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """Manifests of the pools, checked to share one dimension."""
+    manifests = {stem: load_manifest(p) for stem, p in pools.items()}
+    dims = {m["dim"] for m in manifests.values()}
+    if len(dims) > 1:
+        first = next(iter(manifests))
+        for stem, m in manifests.items():
+            if m["dim"] != manifests[first]["dim"]:
+                raise DataError(
+                    pools[stem], "dim", f"dimension {m['dim']} differs from {first}'s {manifests[first]['dim']}"
+                )
+    return manifests
+
+
+def fill(index: VectorIndex, manifest_path: Path, expected: int) -> None:
+    """Insert a pool's vectors shard by shard and check the final count."""
+    for _, vectors in tqdm(
+        iter_chunks(manifest_path), desc=f"index {manifest_path.parent.name}", unit="shard", disable=None
+    ):
+        index.add(vectors)
+    if len(index) != expected:
+        raise DataError(manifest_path, "count", f"index holds {len(index)} rows, the manifest says {expected}")
+
+
+def build_milvus(
+    client: Any, params: Params, pools: dict[str, Path], manifests: dict[str, dict[str, Any]]
+) -> dict[str, str]:
+    """Build staging collections, then swap them in; returns ``pool -> collection``."""
+    from trace_core.indexing.milvus import MilvusIndex, list_trace_collections
+
+    for stale in list_trace_collections(client, PREFIX):
+        if stale.endswith(STAGING):
+            client.drop_collection(stale)
+    names = {stem: collection_name(stem, m["hash"]) for stem, m in manifests.items()}
+    try:
+        for stem, name in names.items():
+            index = MilvusIndex.create(client, name + STAGING, manifests[stem]["dim"], params.index)
+            fill(index, pools[stem], manifests[stem]["count"])
+    except BaseException:
+        for name in names.values():
+            if client.has_collection(name + STAGING):
+                client.drop_collection(name + STAGING)
+        raise
+    for name in names.values():
+        if client.has_collection(name):
+            client.drop_collection(name)
+        client.rename_collection(name + STAGING, name)
+    return names
+
+
+def drop_unreferenced(client: Any, keep: set[str]) -> list[str]:
+    """Drop the project's collections that the new manifest does not reference."""
+    from trace_core.indexing.milvus import list_trace_collections
+
+    dropped = [c for c in list_trace_collections(client, PREFIX) if c not in keep]
+    for c in dropped:
+        client.drop_collection(c)
+    return dropped
+
+
+def index_manifest(
+    params: Params, pools: dict[str, Path], manifests: dict[str, dict[str, Any]], names: dict[str, str], paths: Paths
+) -> dict[str, Any]:
+    """The index manifest: backend, index settings and one entry per pool."""
+    p = params.index
+    return {
+        "backend": p.backend,
+        "uri": (p.uri or str(paths.milvus_db)) if p.backend == "milvus" else None,
+        "index_type": p.index_type if p.backend == "milvus" else "exact",
+        "metric": p.metric,
+        "model_id": next(iter(manifests.values())).get("model_id") if manifests else None,
+        "pools": {
+            stem: {
+                "collection": names.get(stem),
+                "count": m["count"],
+                "dim": m["dim"],
+                "hash": m["hash"],
+                "embeddings": str(pools[stem].relative_to(paths.embeddings_dir)),
+            }
+            for stem, m in manifests.items()
+        },
+    }
+
+
+def open_index(params: Params, entry: dict[str, Any], manifest_path: Path, client: Any | None) -> VectorIndex:
+    """A searchable index of one pool entry of the index manifest."""
+    if client is None:
+        index = NumpyIndex(entry["dim"], params.index.metric)
+        index.add(load_embeddings(manifest_path)[1])
+        return index
+    from trace_core.indexing.milvus import MilvusIndex
+
+    return MilvusIndex.open(client, entry["collection"], entry["dim"], params.index)
+
+
+def run(params: Params, paths: Paths) -> dict[str, Any]:
+    """Build (or, for numpy, register) the index of every exported pool; manifest last."""
+    check_index_type(params.index.index_type, params.index.metric)
+    pools = embedding_pools(paths)
+    manifests = check_pools(pools)
+    names: dict[str, str] = {}
+    if params.index.backend == "milvus":
+        from trace_core.indexing.milvus import connect, resolve_uri
+
+        client = connect(resolve_uri(params.index, paths.milvus_db), params.index.timeout_s)
+        try:
+            names = build_milvus(client, params, pools, manifests)
+            manifest = index_manifest(params, pools, manifests, names, paths)
+            write_json(paths.index_manifest, manifest)
+            dropped = drop_unreferenced(client, set(names.values()))
+        finally:
+            client.close()
+        log.info("built %d collections (%s), dropped %d old ones", len(names), params.index.index_type, len(dropped))
+    else:
+        manifest = index_manifest(params, pools, manifests, names, paths)
+        write_json(paths.index_manifest, manifest)
+        log.info("numpy backend: %d pools registered for exact search", len(manifests))
+    return manifest

@@ -1,0 +1,154 @@
+"""Turning items into Qwen2-VL model inputs: chat prompt, image tokens, responses, labels.
+
+The Qwen2-VL processor class cannot be built here without torchvision, so the tokenizer
+and the (PIL) image processor are used directly, exactly as the processor would: the chat
+template's single ``<|image_pad|>`` is expanded to ``grid_t*grid_h*grid_w / merge**2``
+copies, and ``mm_token_type_ids`` marks them (transformers 5 needs it for M-RoPE).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from trace_core.model.pooling import response_pool_index
+from trace_core.model.prompts import messages
+from trace_core.model.tokens import IMAGE_PAD, SpecialIds
+from trace_core.types import EncodeItem, Side, TrainSample
+
+log = logging.getLogger(__name__)
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class Processors:
+    """Tokenizer + image processor + the ids and sizes the input code needs."""
+
+    tokenizer: Any
+    image_processor: Any
+    ids: SpecialIds
+    emb_token: str
+    max_length: int
+    merge_size: int
+
+
+def load_images(items: Sequence[EncodeItem], image_root: Path) -> list[Image.Image]:
+    """Open the images of the items that have one, in item order, as RGB."""
+    out = []
+    for item in items:
+        if item.img_path is not None:
+            with Image.open(image_root / item.img_path) as im:
+                out.append(im.convert("RGB"))
+    return out
+
+
+def _prompt_ids(proc: Processors, item: EncodeItem, side: Side, n_image: int, text: str | None) -> list[int]:
+    rendered = proc.tokenizer.apply_chat_template(
+        messages(item, side, proc.emb_token, text), tokenize=False, add_generation_prompt=True
+    )
+    rendered = rendered.replace(IMAGE_PAD, IMAGE_PAD * n_image)
+    return list(proc.tokenizer(rendered, add_special_tokens=False)["input_ids"])
+
+
+def fit_prompt(proc: Processors, item: EncodeItem, side: Side, n_image: int, n_response: int) -> list[int]:
+    """Prompt ids of an item, its text cut so that prompt + response fit ``max_length``."""
+    ids = _prompt_ids(proc, item, side, n_image, None)
+    overflow = len(ids) + n_response - proc.max_length
+    if overflow <= 0:
+        return ids
+    text_ids = proc.tokenizer(item.text or "", add_special_tokens=False)["input_ids"]
+    keep = len(text_ids) - overflow
+    if keep <= 0:
+        raise ValueError(f"item {item.id}: prompt without text already exceeds max_length {proc.max_length}")
+    log.debug("item %s: text cut to %d tokens", item.id, keep)
+    ids = _prompt_ids(proc, item, side, n_image, proc.tokenizer.decode(text_ids[:keep]))
+    return ids[: proc.max_length - n_response] if len(ids) + n_response > proc.max_length else ids
+
+
+def _pad(rows: list[list[int]], value: int, side: str) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    padded = [(r + [value] * (width - len(r))) if side == "right" else ([value] * (width - len(r)) + r) for r in rows]
+    return torch.tensor(padded, dtype=torch.long)
+
+
+def encode_items(
+    proc: Processors,
+    items: Sequence[EncodeItem],
+    sides: Sequence[Side],
+    responses: Sequence[str | None],
+    label_rows: Sequence[bool],
+    image_root: Path,
+    padding_side: str = "right",
+) -> dict[str, torch.Tensor]:
+    """Model inputs for a batch of items.
+
+    Args:
+        proc: tokenizer/image processor bundle.
+        items: what to encode.
+        sides: ``query`` or ``candidate`` per item (selects the system prompt).
+        responses: assistant text appended after the generation prompt (None: prompt only).
+        label_rows: rows whose response tokens get generation labels.
+        image_root: root the items' ``img_path`` are relative to.
+        padding_side: ``right`` for training, ``left`` for decoding.
+
+    Returns:
+        ``input_ids``/``attention_mask``/``mm_token_type_ids``/``labels`` (batch, seq), ``pool_index``
+        (batch,) = position of the state that predicts the response's first ``<|emb|>`` (-1 if none) and, when
+        any item has an image, ``pixel_values`` (patches, C*T*P*P) and ``image_grid_thw`` (images, 3).
+    """
+    out: dict[str, torch.Tensor] = {}
+    images = load_images(items, image_root)
+    n_tokens: list[int] = []
+    if images:
+        vis = proc.image_processor(images=images, return_tensors="pt")
+        out["pixel_values"], out["image_grid_thw"] = vis["pixel_values"], vis["image_grid_thw"]
+        n_tokens = [int(g.prod()) // proc.merge_size**2 for g in vis["image_grid_thw"]]
+    rows, labels, pool = [], [], []
+    img_iter = iter(n_tokens)
+    for item, side, resp, labelled in zip(items, sides, responses, label_rows, strict=True):
+        resp_ids = list(proc.tokenizer(resp, add_special_tokens=False)["input_ids"]) if resp else []
+        n_img = next(img_iter) if item.img_path is not None else 0
+        prompt = fit_prompt(proc, item, side, n_img, len(resp_ids))
+        rows.append(prompt + resp_ids)
+        labels.append([IGNORE_INDEX] * len(prompt) + (resp_ids if labelled else [IGNORE_INDEX] * len(resp_ids)))
+        pool.append(response_pool_index(len(prompt), resp_ids, proc.ids.emb))
+    width = max(len(r) for r in rows)
+    shift = [width - len(r) if padding_side == "left" else 0 for r in rows]
+    out["pool_index"] = torch.tensor([p + s if p >= 0 else -1 for p, s in zip(pool, shift, strict=True)])
+    out["input_ids"] = _pad(rows, proc.ids.pad, padding_side)
+    out["attention_mask"] = _pad([[1] * len(r) for r in rows], 0, padding_side)
+    out["labels"] = _pad(labels, IGNORE_INDEX, padding_side)
+    out["mm_token_type_ids"] = (out["input_ids"] == proc.ids.image_pad).long() * out["attention_mask"]
+    return out
+
+
+@dataclass
+class TrainCollator:
+    """Batch of training samples -> one forward's inputs over [queries; positives; negatives].
+
+    Query rows are teacher-forced with their target (labelled); candidate rows end with
+    ``<|emb|>`` (not labelled). Up to ``hard_negatives`` negatives per sample are appended
+    as extra candidate rows.
+    """
+
+    proc: Processors
+    image_root: Path
+    hard_negatives: int = 0
+
+    def __call__(self, samples: list[TrainSample]) -> dict[str, Any]:
+        """Collate samples (the Trainer's ``data_collator``)."""
+        negs = [n for s in samples for n in s.negatives[: self.hard_negatives]]
+        items = [s.query for s in samples] + [s.positive for s in samples] + negs
+        n_q = len(samples)
+        sides: list[Side] = ["query"] * n_q + ["candidate"] * (len(items) - n_q)
+        responses = [s.target for s in samples] + [self.proc.emb_token] * (len(items) - n_q)
+        labelled = [True] * n_q + [False] * (len(items) - n_q)
+        batch: dict[str, Any] = encode_items(self.proc, items, sides, responses, labelled, self.image_root)
+        batch["n_queries"] = n_q
+        return batch

@@ -1,0 +1,207 @@
+"""Routed query encoding and the encoder API used by export/evaluate.
+
+One prefill forward over the prompt gives the last-position logits and hidden state. If
+the argmax is ``<|emb|>`` that state is the embedding (one forward, as cheap as a plain
+encoder). Otherwise the row greedy-decodes with the KV cache until it predicts ``<|emb|>``;
+its embedding is the hidden state of the step that predicted it. At ``max_new_tokens``
+generated tokens ``<|emb|>`` is forced (route ``forced``). Rows that are done leave the
+batch (their cache rows are dropped). Modes: ``adaptive``, ``never`` (the prefill state,
+LamRA-style) and ``always`` (``<|emb|>`` is never accepted as the first token).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from trace_core.io import sha256_file
+from trace_core.model.collate import Processors, encode_items
+from trace_core.types import EncodeItem, Route, RoutingMode
+
+if TYPE_CHECKING:
+    from trace_core.model.trace_model import TraceModel
+
+log = logging.getLogger(__name__)
+META_FILE = "trace_meta.json"
+
+
+@dataclass
+class RoutedBatch:
+    """Result of :func:`routed_encode` for one batch (row order = input order)."""
+
+    vectors: torch.Tensor
+    routes: list[Route]
+    generated: list[list[int]] = field(default_factory=list)
+
+
+@dataclass
+class _Decoding:
+    rows: torch.Tensor  # (b,) original row index of each active row
+    tokens: torch.Tensor  # (b,) last chosen token, fed at the next step
+    attention: torch.Tensor  # (b, past) attention mask
+    positions: torch.Tensor  # (b,) rope position of the next fed token
+    cache: Any
+
+    def keep(self, mask: torch.Tensor, next_tokens: torch.Tensor) -> None:
+        idx = mask.nonzero().flatten()
+        self.cache.batch_select_indices(idx)
+        self.rows, self.tokens = self.rows[idx], next_tokens[idx]
+        self.attention, self.positions = self.attention[idx], self.positions[idx]
+
+
+def _first_tokens(logits: torch.Tensor, emb_id: int, mode: RoutingMode) -> torch.Tensor:
+    if mode == "always":
+        logits = logits.clone()
+        logits[:, emb_id] = float("-inf")
+    return logits.argmax(dim=-1)
+
+
+@torch.no_grad()
+def routed_encode(model: TraceModel, batch: dict[str, Any], mode: RoutingMode, max_new_tokens: int) -> RoutedBatch:
+    """Routed encoding of a left-padded, prompt-only batch.
+
+    Args:
+        model: the TRACE model.
+        batch: inputs from :func:`encode_items` with ``padding_side="left"`` and no response.
+        mode: ``adaptive``, ``never`` or ``always``.
+        max_new_tokens: cap on generated tokens before ``<|emb|>`` is forced.
+
+    Returns:
+        Unit vectors (batch, dim), the route and the generated token ids of each row.
+    """
+    emb_id = model.ids.emb
+    hidden, cache = model.hidden_states(batch, use_cache=mode != "never")
+    last = hidden[:, -1]  # (batch, dim): left padding puts every prompt's end here
+    n = last.shape[0]
+    vectors = F.normalize(last, dim=-1).clone()
+    routes: list[Route] = ["direct"] * n
+    generated: list[list[int]] = [[] for _ in range(n)]
+    if mode == "never":
+        return RoutedBatch(vectors, routes, generated)
+    first = _first_tokens(model.logits(last), emb_id, mode)  # (batch,)
+    active = first != emb_id
+    if max_new_tokens <= 0:  # no room for a chain: <|emb|> is forced at once
+        routes = ["forced" if a else "direct" for a in active.tolist()]
+        return RoutedBatch(vectors, routes, generated)
+    if not bool(active.any()):
+        return RoutedBatch(vectors, routes, generated)
+    pos = model.rope_positions(batch).amax(dim=(0, 2)) + 1  # (batch,) next text position
+    state = _Decoding(torch.arange(n), first, batch["attention_mask"], pos, cache)
+    state.keep(active, first)
+    for row in state.rows.tolist():
+        generated[row].append(int(first[row]))
+    _decode(model, state, vectors, routes, generated, max_new_tokens)
+    return RoutedBatch(vectors, routes, generated)
+
+
+def _decode(model: TraceModel, st: _Decoding, vectors: torch.Tensor, routes: list[Route],
+            generated: list[list[int]], max_new_tokens: int) -> None:
+    """Greedy cached decoding of the active rows until each predicts (or is forced) ``<|emb|>``."""
+    emb_id = model.ids.emb
+    while st.rows.numel():
+        n_new = len(generated[int(st.rows[0])])  # all active rows have generated the same count
+        b = st.rows.numel()
+        st.attention = torch.cat([st.attention, st.attention.new_ones(b, 1)], dim=1)
+        h, st.cache = model.step(st.tokens[:, None], st.attention, st.positions.view(1, b, 1).expand(3, b, 1), st.cache)
+        st.positions = st.positions + 1
+        nxt = model.logits(h).argmax(dim=-1)  # (b,)
+        done = (nxt == emb_id) | (n_new >= max_new_tokens)
+        for i in done.nonzero().flatten().tolist():
+            row = int(st.rows[i])
+            vectors[row] = F.normalize(h[i], dim=-1)
+            routes[row] = "reasoned" if int(nxt[i]) == emb_id else "forced"
+        for i in (~done).nonzero().flatten().tolist():
+            generated[int(st.rows[i])].append(int(nxt[i]))
+        st.keep(~done, nxt)
+
+
+@dataclass(frozen=True)
+class QueryEncoding:
+    """Routed query embeddings with their routes and chains."""
+
+    vectors: np.ndarray
+    routes: list[str]
+    new_tokens: list[int]
+    chains: list[str]
+
+
+class TraceEncoder:
+    """Encodes queries (routed) and candidates with a saved TRACE model."""
+
+    def __init__(self, model: TraceModel, proc: Processors, model_id: str, device: str = "cpu") -> None:
+        self.model = model.to(device).eval()
+        self.proc = proc
+        self.model_id = model_id
+        self.device = device
+        self.dim = int(model.config.text_config.hidden_size)
+
+    def _batches(self, items: Sequence[EncodeItem], batch_size: int, what: str) -> Any:
+        starts = range(0, len(items), batch_size)
+        return tqdm(starts, desc=f"encode {what}", disable=None, leave=False)
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def encode_candidates(self, items: Sequence[EncodeItem], image_root: Path, batch_size: int) -> np.ndarray:
+        """Candidate embeddings (n, dim) float32, unit rows: one forward per batch, never a chain."""
+        out = [np.zeros((0, self.dim), dtype=np.float32)]
+        for s in self._batches(items, batch_size, "candidates"):
+            chunk = items[s : s + batch_size]
+            n = len(chunk)
+            batch = encode_items(self.proc, chunk, ["candidate"] * n, [self.proc.emb_token] * n, [False] * n, image_root)
+            out.append(self.model.encode_candidates(self._to_device(batch)).float().cpu().numpy())
+        return np.concatenate(out, axis=0)
+
+    def encode_queries(self, items: Sequence[EncodeItem], image_root: Path, mode: RoutingMode,
+                       max_new_tokens: int, batch_size: int) -> QueryEncoding:
+        """Routed query embeddings; direct rows cost one forward, the others decode."""
+        vecs, routes, new_tokens, chains = [np.zeros((0, self.dim), dtype=np.float32)], [], [], []
+        for s in self._batches(items, batch_size, "queries"):
+            chunk = items[s : s + batch_size]
+            n = len(chunk)
+            batch = encode_items(self.proc, chunk, ["query"] * n, [None] * n, [False] * n, image_root, "left")
+            res = routed_encode(self.model, self._to_device(batch), mode, max_new_tokens)
+            vecs.append(res.vectors.float().cpu().numpy())
+            routes += res.routes
+            new_tokens += [len(g) for g in res.generated]
+            chains += [self.proc.tokenizer.decode(g, skip_special_tokens=True) for g in res.generated]
+        return QueryEncoding(np.concatenate(vecs, axis=0), routes, new_tokens, chains)
+
+
+def model_hash(model_dir: Path) -> str:
+    """Stable id of saved weights: sha256 of the safetensors files, first 16 hex digits."""
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{model_dir}: no *.safetensors weights")
+    return sha256_file(files[0])[:16] if len(files) == 1 else sha256_file_list(files)[:16]
+
+
+def sha256_file_list(files: list[Path]) -> str:
+    """sha256 over the hashes of several files (sharded checkpoints)."""
+    import hashlib
+
+    return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
+
+
+def load_encoder(model_dir: Path, device: str = "cpu") -> TraceEncoder:
+    """Load the encoder saved by the train stage (weights, tokenizer, image processor, meta)."""
+    from trace_core.config import ModelParams
+    from trace_core.model.backbone import load_saved
+    from trace_core.model.trace_model import HeadConfig, TraceModel
+
+    meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
+    mp = ModelParams.model_validate(meta["params"]["model"])
+    dtype = torch.bfloat16 if meta.get("dtype") == "bfloat16" else torch.float32
+    bb = load_saved(model_dir, mp, meta["model_class"], dtype)
+    t = meta["params"]["train"]
+    head = HeadConfig(t["lambda_gen"], t["lambda_ret"], float(meta["temperature"]), False, False)
+    return TraceEncoder(TraceModel(bb.model, bb.proc.ids, head), bb.proc, model_hash(model_dir), device)

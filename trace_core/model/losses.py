@@ -1,0 +1,125 @@
+"""TRACE losses: generation cross-entropy on the query response + InfoNCE query->candidate.
+
+``L = lambda_gen * L_gen + lambda_ret * L_ret`` (TRACE section 4).
+
+InfoNCE (like sentence-transformers' ``MultipleNegativesRankingLoss``): for query
+embeddings ``q_i`` and candidate embeddings ``c_j`` (unit vectors, so ``q_i . c_j`` is the
+cosine similarity), with ``c_i`` the positive of ``q_i`` and every other candidate of the
+(global) batch a negative::
+
+    L_ret = -1/B * sum_i log( exp(q_i . c_i / tau) / sum_j exp(q_i . c_j / tau) )
+
+Temperature ``tau = 0.05`` is the same as sentence-transformers' ``scale = 1 / tau = 20``.
+Hard negatives (``neg_cand_list``) are extra candidate columns after the positives.
+
+Across ranks, embeddings are all-gathered and the rank's own slice is replaced by the
+local tensor, so every rank computes the full global loss with gradient on its slice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from trace_core.model.collate import IGNORE_INDEX
+
+
+@dataclass
+class LossOutput:
+    """One training step's losses; ``loss`` is what is back-propagated."""
+
+    loss: torch.Tensor
+    loss_gen: torch.Tensor
+    loss_ret: torch.Tensor
+    accuracy: torch.Tensor
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) when torch.distributed is not initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
+    """All-gather along dim 0; the local slice keeps its gradient (others are constants).
+
+    Ranks may hold different numbers of rows.
+
+    Args:
+        t: (n_local, dim) local rows.
+
+    Returns:
+        (n_global, dim) rows of all ranks in rank order.
+    """
+    rank, size = world()
+    if size == 1:
+        return t
+    n = torch.tensor([t.shape[0]], device=t.device)
+    sizes = [torch.zeros_like(n) for _ in range(size)]
+    dist.all_gather(sizes, n)
+    width = int(max(int(s) for s in sizes))
+    padded = torch.zeros((width, *t.shape[1:]), dtype=t.dtype, device=t.device)
+    padded[: t.shape[0]] = t.detach()
+    parts = [torch.zeros_like(padded) for _ in range(size)]
+    dist.all_gather(parts, padded)
+    rows = [p[: int(s)] for p, s in zip(parts, sizes, strict=True)]
+    rows[rank] = t
+    return torch.cat(rows, dim=0)
+
+
+def info_nce_from_embeddings(
+    q: torch.Tensor,
+    c: torch.Tensor,
+    temperature: float | torch.Tensor,
+    gather: bool,
+    n_negatives: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """InfoNCE of queries against in-batch candidates (and hard negatives).
+
+    Args:
+        q: (B, dim) unit query embeddings.
+        c: (B + n_negatives, dim) unit candidate embeddings; ``c[i]`` is the positive of ``q[i]``.
+        temperature: softmax temperature tau (0.05 == scale 20).
+        gather: all-gather across ranks (gradient on the local slice).
+        n_negatives: number of hard-negative rows at the end of ``c``.
+
+    Returns:
+        (loss, top-1 accuracy), both scalars over the global batch.
+    """
+    pos, neg = c[: q.shape[0]], c[q.shape[0] :]  # (B, dim), (n_negatives, dim)
+    if n_negatives != neg.shape[0]:
+        raise ValueError(f"expected {n_negatives} negative rows, got {neg.shape[0]}")
+    if gather:
+        q, pos, neg = gather_with_grad(q), gather_with_grad(pos), gather_with_grad(neg)
+    cands = torch.cat([pos, neg], dim=0)  # (B_global + N_global, dim)
+    scores = q @ cands.T / temperature  # (B_global, B_global + N_global)
+    labels = torch.arange(q.shape[0], device=q.device)
+    loss = F.cross_entropy(scores.float(), labels)
+    accuracy = (scores.argmax(dim=1) == labels).float().mean()
+    return loss, accuracy
+
+
+def generation_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean token cross-entropy over the labelled (response) positions.
+
+    Args:
+        logits: (n_labelled, vocab) logits at the positions that predict a labelled token.
+        targets: (n_labelled,) the labelled token ids.
+    """
+    if targets.numel() == 0:
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
+
+
+def combine(loss_gen: torch.Tensor, loss_ret: torch.Tensor, lambda_gen: float, lambda_ret: float, ret_scale: float) -> torch.Tensor:
+    """``lambda_gen * L_gen + lambda_ret * ret_scale * L_ret``.
+
+    ``ret_scale`` is the world size when InfoNCE is gathered: every rank holds the full
+    global loss with gradient on its own slice, and the data-parallel all-reduce averages
+    gradients, so the scale restores the exact gradient of the global loss.
+    """
+    return lambda_gen * loss_gen + lambda_ret * ret_scale * loss_ret

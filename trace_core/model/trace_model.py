@@ -1,0 +1,132 @@
+"""TraceModel: a wrapped Qwen2-VL backbone with TRACE's pooling, losses and temperature.
+
+``forward`` is the training step (one batched forward over [queries; candidates] that
+returns a :class:`~trace_core.model.losses.LossOutput`); ``encode_candidates`` is one
+forward; ``encode_queries`` is the routed encoding of :mod:`trace_core.model.inference`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from trace_core.model.collate import IGNORE_INDEX
+from trace_core.model.losses import LossOutput, combine, generation_loss, info_nce_from_embeddings, world
+from trace_core.model.pooling import pool_at
+from trace_core.model.tokens import SpecialIds
+
+VISION_KEYS = ("pixel_values", "image_grid_thw")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Loss settings (from ``params.train``)."""
+
+    lambda_gen: float
+    lambda_ret: float
+    temperature: float
+    learnable_temperature: bool
+    gather: bool
+
+
+class TraceModel(nn.Module):
+    """TRACE retriever around a ``transformers`` Qwen2-VL model (possibly peft-wrapped)."""
+
+    def __init__(self, backbone: Any, ids: SpecialIds, head: HeadConfig) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.ids = ids
+        self.head = head
+        scale = torch.tensor(math.log(1.0 / head.temperature))
+        if head.learnable_temperature:
+            self.logit_scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("logit_scale", scale)
+
+    @property
+    def base(self) -> Any:
+        """The ``...ForConditionalGeneration`` model under any peft wrapper."""
+        return self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
+
+    @property
+    def config(self) -> Any:
+        """The backbone's config (the Trainer reads it)."""
+        return self.base.config
+
+    def gradient_checkpointing_enable(self, **kwargs: Any) -> None:
+        """Delegate to the backbone (called by the Trainer when ``gradient_checkpointing``)."""
+        self.base.gradient_checkpointing_enable(**kwargs)
+        if self.backbone is not self.base:
+            self.base.enable_input_require_grads()
+
+    def temperature(self) -> torch.Tensor:
+        """Current softmax temperature (``exp(-logit_scale)``)."""
+        return torch.exp(-self.logit_scale)
+
+    def rope_positions(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Qwen2-VL 3-D (M-RoPE) position ids (3, batch, seq), padding-aware."""
+        pos, _ = self.base.model.get_rope_index(
+            batch["input_ids"], batch["mm_token_type_ids"], batch.get("image_grid_thw"), attention_mask=batch["attention_mask"]
+        )
+        return pos
+
+    def hidden_states(self, batch: dict[str, Any], use_cache: bool = False) -> tuple[torch.Tensor, Any]:
+        """Last-layer hidden states (batch, seq, dim) and the KV cache (None without ``use_cache``)."""
+        vision = {k: batch[k] for k in VISION_KEYS if batch.get(k) is not None}
+        out = self.base.model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            position_ids=self.rope_positions(batch),
+            mm_token_type_ids=batch["mm_token_type_ids"],
+            use_cache=use_cache,
+            **vision,
+        )
+        return out.last_hidden_state, (out.cache if use_cache else None)
+
+    def step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
+        """One cached decoding step: (batch, 1) new ids -> (batch, dim) hidden states and the cache."""
+        out = self.base.model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, cache=cache, use_cache=True
+        )
+        return out.last_hidden_state[:, -1], out.cache
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM-head logits of hidden states (..., dim) -> (..., vocab)."""
+        return self.base.lm_head(hidden)
+
+    def forward(self, **batch: Any) -> LossOutput:
+        """Training step: one forward over [queries; candidates] -> losses.
+
+        ``batch`` comes from :class:`~trace_core.model.collate.TrainCollator`: rows
+        ``[:n_queries]`` are teacher-forced queries, the rest candidates (positives first).
+        """
+        n_q = int(batch.pop("n_queries"))
+        labels = batch.pop("labels")  # (rows, seq)
+        hidden, _ = self.hidden_states(batch)  # (rows, seq, dim)
+        emb = pool_at(hidden, batch["pool_index"])  # (rows, dim)
+        shift = labels[:, 1:]  # token t+1 is predicted at position t
+        mask = shift != IGNORE_INDEX
+        loss_gen = generation_loss(self.logits(hidden[:, :-1][mask]), shift[mask])
+        n_neg = emb.shape[0] - 2 * n_q
+        loss_ret, acc = info_nce_from_embeddings(emb[:n_q], emb[n_q:], self.temperature(), self.head.gather, n_neg)
+        ret_scale = float(world()[1]) if self.head.gather else 1.0
+        loss = combine(loss_gen, loss_ret, self.head.lambda_gen, self.head.lambda_ret, ret_scale)
+        return LossOutput(loss=loss, loss_gen=loss_gen.detach(), loss_ret=loss_ret.detach(), accuracy=acc.detach())
+
+    training_step = forward
+
+    @torch.no_grad()
+    def encode_candidates(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Candidate embeddings (batch, dim): one forward over prompt + ``<|emb|>``."""
+        hidden, _ = self.hidden_states(batch)
+        return pool_at(hidden, batch["pool_index"])
+
+    def encode_queries(self, batch: dict[str, Any], mode: str, max_new_tokens: int) -> Any:
+        """Routed query encoding of a prompt-only, left-padded batch (see :mod:`.inference`)."""
+        from trace_core.model.inference import routed_encode
+
+        return routed_encode(self, batch, mode, max_new_tokens)

@@ -1,0 +1,132 @@
+"""Assembling the trainer (model, collator, sampler, callbacks) and saving the trained model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trace_core.config import Params, dump_params
+from trace_core.model.backbone import (
+    Backbone,
+    build_backbone,
+    count_parameters,
+    family_of,
+    merged_for_saving,
+    model_class,
+    prepare_trainable,
+    save_backbone,
+)
+from trace_core.model.collate import TrainCollator
+from trace_core.model.inference import META_FILE
+from trace_core.model.trace_model import HeadConfig, TraceModel
+from trace_core.paths import Paths
+from trace_core.training.callbacks import MetricsCallback, ValidationCallback
+from trace_core.training.data import SampleDataset, split_validation, training_texts
+from trace_core.training.trainer import TraceTrainer
+from trace_core.types import TrainSample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainParts:
+    """Everything the train stage holds while training."""
+
+    trainer: Any
+    model: TraceModel
+    backbone: Backbone
+    val_cb: ValidationCallback
+    metrics_cb: MetricsCallback
+    n_train: int
+    n_val: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def head_config(params: Params) -> HeadConfig:
+    """Loss settings from ``params.train``."""
+    t = params.train
+    return HeadConfig(t.lambda_gen, t.lambda_ret, t.temperature, t.learnable_temperature, t.gather_across_ranks)
+
+
+def train_dtype(params: Params) -> torch.dtype:
+    """Weights dtype: bf16 when ``train.bf16``."""
+    return torch.bfloat16 if params.train.bf16 else torch.float32
+
+
+def build_model(params: Params, samples: list[TrainSample], tokenizer_dir: Path) -> tuple[TraceModel, Backbone]:
+    """Backbone (+ LoRA) wrapped as a :class:`TraceModel`; the tiny tokenizer is kept for resume."""
+    tokenizer = None
+    if params.model.family == "tiny" and tokenizer_dir.exists():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    bb = build_backbone(params.model, training_texts(samples), params.base.seed, train_dtype(params), tokenizer)
+    if params.model.family == "tiny" and tokenizer is None:
+        bb.proc.tokenizer.save_pretrained(str(tokenizer_dir))
+    trainable = prepare_trainable(bb.model, params.model, bb.proc.ids.emb)
+    return TraceModel(trainable, bb.proc.ids, head_config(params)), bb
+
+
+def build_trainer(params: Params, paths: Paths, samples: list[TrainSample], ckpt_root: Path, cuda: bool) -> TrainParts:
+    """Model, data, callbacks and the :class:`TraceTrainer`."""
+    from trace_core.training.train import training_arguments
+
+    tp = params.train
+    train, val = split_validation(samples, tp.val_queries, params.base.seed)
+    model, bb = build_model(params, samples, ckpt_root / "tokenizer")
+    counts = {"params_total": count_parameters(model), "params_trainable": count_parameters(model, trainable_only=True)}
+    log.info("model: %s parameters (%s trainable); %d train / %d validation samples",
+             f"{counts['params_total']:,}", f"{counts['params_trainable']:,}", len(train), len(val))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    val_cb = ValidationCallback(bb.proc, val, paths.data_root, tp.val_k, tp.eval_steps, tp.per_device_batch_size)
+    metrics_cb = MetricsCallback(global_batch=tp.per_device_batch_size * world)
+    trainer = TraceTrainer(
+        model=model,
+        args=training_arguments(params, ckpt_root, cuda),
+        data_collator=TrainCollator(bb.proc, paths.data_root, tp.hard_negatives),
+        train_dataset=SampleDataset(train),
+        callbacks=[val_cb, metrics_cb],
+        tasks=[s.task_id for s in train] if tp.task_balanced else None,
+        sampler_seed=params.base.seed,
+    )
+    return TrainParts(trainer, model, bb, val_cb, metrics_cb, len(train), len(val), counts)
+
+
+def full_state_dict(trainer: Any) -> dict[str, torch.Tensor]:
+    """Consolidated weights of the trained model (gathers ZeRO-3 partitions)."""
+    return trainer.accelerator.get_state_dict(trainer.model_wrapped)
+
+
+def save_trained(parts: TrainParts, params: Params, out_dir: Path) -> None:
+    """Save merged weights, tokenizer, image processor, then ``trace_meta.json`` (last)."""
+    state = full_state_dict(parts.trainer)
+    if parts.trainer.args.process_index != 0:
+        return
+    bb, mp = parts.backbone, params.model
+    fresh = model_class(family_of(mp).model_class)._from_config(bb.model.config, dtype=train_dtype(params))
+    shell = TraceModel(prepare_trainable(fresh, mp, bb.proc.ids.emb), bb.proc.ids, head_config(params))
+    shell.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() and not params.train.bf16 else v
+                           for k, v in state.items()})
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_backbone(merged_for_saving(shell.backbone), bb.proc, tmp)
+    meta = {
+        "family": mp.family,
+        "model_class": family_of(mp).model_class,
+        "emb_token": mp.emb_token,
+        "emb_token_id": bb.proc.ids.emb,
+        "dtype": "bfloat16" if params.train.bf16 else "float32",
+        "temperature": float(shell.temperature()),
+        "params": dump_params(params),
+    }
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    log.info("saved trained model to %s", out_dir)

@@ -1,0 +1,146 @@
+"""Trainer callbacks: per-step metrics to MLflow and periodic validation recall.
+
+Validation: the held-out slice of the training file is encoded with the current weights
+(queries teacher-forced with their target, so the pooled state is the one trained;
+candidates one forward each), searched exactly with NumPy over the slice's positives, and
+scored as UniIR hit@k. Every rank runs the forward (ZeRO-3 gathers parameters
+collectively); rank 0 logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+
+from trace_core.model.collate import Processors, encode_items
+from trace_core.model.trace_model import TraceModel
+from trace_core.types import TrainSample
+
+log = logging.getLogger(__name__)
+
+
+def _is_main() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+@torch.no_grad()
+def _encode(model: TraceModel, proc: Processors, items: list[Any], responses: list[str], side: str,
+            image_root: Path, batch_size: int) -> np.ndarray:
+    device = next(model.parameters()).device
+    out = []
+    for s in range(0, len(items), batch_size):
+        chunk, resp = items[s : s + batch_size], responses[s : s + batch_size]
+        batch = encode_items(proc, chunk, [side] * len(chunk), resp, [False] * len(chunk), image_root)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out.append(model.encode_candidates(batch).float().cpu().numpy())
+    return np.concatenate(out, axis=0)
+
+
+def hit_at_k(q: np.ndarray, c: np.ndarray, positive: Sequence[int], k: int) -> float:
+    """Mean hit@k of exact inner-product search: is each query's positive in its top k?
+
+    Args:
+        q: (n_queries, dim) unit query vectors.
+        c: (n_candidates, dim) unit candidate vectors.
+        positive: index into ``c`` of each query's positive.
+        k: cut-off.
+    """
+    scores = q @ c.T  # (n_queries, n_candidates)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return float(np.mean([p in row for p, row in zip(positive, top, strict=True)]))
+
+
+def validation_recall(model: TraceModel, proc: Processors, samples: Sequence[TrainSample], image_root: Path,
+                      k: int, batch_size: int) -> tuple[float, float]:
+    """(hit@k, chance level k / pool size) on held-out samples, pool = their distinct positives."""
+    pool: dict[str, int] = {}
+    for s in samples:
+        pool.setdefault(s.positive.id, len(pool))
+    cands = list({s.positive.id: s.positive for s in samples}.values())
+    was_training = model.training
+    model.eval()
+    try:
+        q = _encode(model, proc, [s.query for s in samples], [s.target for s in samples], "query", image_root, batch_size)
+        c = _encode(model, proc, cands, [proc.emb_token] * len(cands), "candidate", image_root, batch_size)
+    finally:
+        model.train(was_training)
+    return hit_at_k(q, c, [pool[s.positive.id] for s in samples], k), min(1.0, k / len(pool))
+
+
+@dataclass
+class ValidationCallback(TrainerCallback):
+    """Validation hit@k before training, every ``eval_steps`` and at the end."""
+
+    proc: Processors
+    samples: Sequence[TrainSample]
+    image_root: Path
+    k: int
+    eval_steps: int
+    batch_size: int
+    history: list[tuple[int, float]] = field(default_factory=list)
+    chance: float = 0.0
+
+    def _run(self, model: TraceModel, step: int) -> None:
+        if self.history and self.history[-1][0] == step:
+            return
+        t0 = time.perf_counter()
+        recall, self.chance = validation_recall(model, self.proc, self.samples, self.image_root, self.k, self.batch_size)
+        self.history.append((step, recall))
+        if _is_main():
+            from trace_core import tracking
+
+            tracking.log_metrics({f"val_r{self.k}": recall, "val_chance": self.chance}, step=step)
+            log.info("step %d: validation R@%d = %.4f (chance %.4f, %.1fs)", step, self.k, recall, self.chance,
+                     time.perf_counter() - t0)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+        """Untrained (or resumed) model's recall."""
+        self._run(model, state.global_step)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+        """Every ``eval_steps`` optimizer steps."""
+        if self.eval_steps > 0 and state.global_step % self.eval_steps == 0:
+            self._run(model, state.global_step)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+        """Trained model's recall."""
+        self._run(model, state.global_step)
+
+
+@dataclass
+class MetricsCallback(TrainerCallback):
+    """Logs every Trainer log (loss, L_gen, L_ret, lr, ...) plus samples/s to MLflow."""
+
+    global_batch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    _last: tuple[float, int] | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        """Start the throughput clock."""
+        self._last = (time.perf_counter(), state.global_step)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        """Forward numeric logs with ``samples_per_s`` since the previous log."""
+        if not logs or "loss" not in logs:
+            return
+        now = time.perf_counter()
+        row = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
+        if self._last is not None and state.global_step > self._last[1]:
+            row["samples_per_s"] = (state.global_step - self._last[1]) * self.global_batch / (now - self._last[0])
+        self._last = (now, state.global_step)
+        row["step"] = float(state.global_step)
+        self.history.append(row)
+        if _is_main():
+            from trace_core import tracking
+
+            tracking.log_metrics({k: v for k, v in row.items() if k != "step"}, step=state.global_step)
