@@ -75,13 +75,18 @@ def bench_size(client, n: int, dim: int, args) -> dict:
         index.add(rows)
         index.load()
         build = time.perf_counter() - t0
-        qps, pos = timed_search(index, queries, args.k, args.repeats)
-        out[f"milvus_{index_type}"] = {
-            "build_s": build,
-            "qps": qps,
-            "recall": recall(pos, exact),
-            "qps_vs_numpy": qps / out["numpy"]["qps"],
-        }
+        efs = [int(e) for e in args.hnsw_ef.split(",")] if index_type == "HNSW" else [None]
+        for ef in efs:
+            key = f"milvus_{index_type}" + (f"_ef{ef}" if ef else "")
+            searcher = MilvusIndex.open(client, index.name, dim, p.model_copy(update={"hnsw_ef": ef} if ef else {}))
+            qps, pos = timed_search(searcher, queries, args.k, args.repeats)
+            out[key] = {
+                "build_s": build,
+                "qps": qps,
+                "recall": recall(pos, exact),
+                "qps_vs_numpy": qps / out["numpy"]["qps"],
+            }
+            log.info("n=%d %s: %s", n, key, out[key])
         client.drop_collection(index.name)
         log.info("n=%d %s: %s", n, index_type, out[f"milvus_{index_type}"])
     log.info("n=%d numpy: %s", n, out["numpy"])
@@ -96,6 +101,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--index-types", default="FLAT,HNSW")
+    ap.add_argument("--hnsw-ef", default="64,256", help="HNSW search ef values to try")
     ap.add_argument("--insert-batch", type=int, default=IndexParams().insert_batch)
     ap.add_argument("--search-batch", type=int, default=IndexParams().search_batch)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))

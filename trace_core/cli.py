@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -49,6 +51,18 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+@contextmanager
+def _tracked(params, paths, stage: str) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Run a stage inside its MLflow child run (metrics file and reports logged after it)."""
+    if not params.tracking.enabled:
+        yield
+        return
+    from trace_core.tracking import track_stage  # imports mlflow: only when tracking is on
+
+    with track_stage(params, paths, stage):
+        yield
+
+
 @app.command()
 def download(
     params: ParamsOpt = Path("params.yaml"),
@@ -63,7 +77,8 @@ def download(
         p, paths = _setup(params)
         from trace_core.data import download as stage
 
-        stage.run(p, paths, profile=profile, from_dir=from_dir, out=out)
+        with _tracked(p, paths, "download"):
+            stage.run(p, paths, profile=profile, from_dir=from_dir, out=out)
     except (DataError, ParamsError, FileNotFoundError) as err:
         _fail(err)
 
@@ -82,7 +97,8 @@ def validate(
         _fail(err)
     from trace_core.data import validate as stage
 
-    ok = stage.run(p, paths, data_root=data_root)
+    with _tracked(p, paths, "validate"):
+        ok = stage.run(p, paths, data_root=data_root)
     raise typer.Exit(code=0 if ok else 1)
 
 
@@ -92,7 +108,11 @@ def cot_generate(params: ParamsOpt = Path("params.yaml")) -> None:
     p, paths = _setup(params)
     from trace_core.cot import generate as stage
 
-    stage.run(p, paths)
+    try:
+        with _tracked(p, paths, "cot_generate"):
+            stage.run(p, paths)
+    except (DataError, FileNotFoundError, ValueError) as err:
+        _fail(err)
 
 
 @app.command("cot-curate")
@@ -101,7 +121,11 @@ def cot_curate(params: ParamsOpt = Path("params.yaml")) -> None:
     p, paths = _setup(params)
     from trace_core.cot import curate as stage
 
-    stage.run(p, paths)
+    try:
+        with _tracked(p, paths, "cot_curate"):
+            stage.run(p, paths)
+    except (DataError, FileNotFoundError, ValueError) as err:
+        _fail(err)
 
 
 @app.command("cot-filter")
@@ -118,7 +142,7 @@ def cot_filter(
 
     try:
         stage.filter_file(p.cot_curate, in_, out, dropped, tokenizer=tokenizer)
-    except DataError as err:
+    except (DataError, FileNotFoundError) as err:
         _fail(err)
 
 
@@ -128,7 +152,11 @@ def cot_build(params: ParamsOpt = Path("params.yaml")) -> None:
     p, paths = _setup(params)
     from trace_core.cot import build as stage
 
-    stage.run(p, paths)
+    try:
+        with _tracked(p, paths, "cot_build"):
+            stage.run(p, paths)
+    except (DataError, FileNotFoundError, ValueError) as err:
+        _fail(err)
 
 
 @app.command()
@@ -137,7 +165,8 @@ def train(params: ParamsOpt = Path("params.yaml")) -> None:
     p, paths = _setup(params)
     from trace_core.training import train as stage
 
-    stage.run(p, paths)
+    with _tracked(p, paths, "train"):
+        stage.run(p, paths)
 
 
 @app.command()
@@ -150,7 +179,8 @@ def export(
     from trace_core.indexing import export as stage
 
     try:
-        stage.run(p, paths, routing=routing)
+        with _tracked(p, paths, "export"):
+            stage.run(p, paths, routing=routing)
     except (DataError, ConnectionError) as err:
         _fail(err)
 
@@ -162,7 +192,8 @@ def index(params: ParamsOpt = Path("params.yaml")) -> None:
     from trace_core.indexing import build_index as stage
 
     try:
-        stage.run(p, paths)
+        with _tracked(p, paths, "index"):
+            stage.run(p, paths)
     except (DataError, ConnectionError) as err:
         _fail(err)
 
@@ -174,7 +205,8 @@ def evaluate(params: ParamsOpt = Path("params.yaml")) -> None:
     from trace_core.evaluation import evaluate as stage
 
     try:
-        stage.run(p, paths)
+        with _tracked(p, paths, "evaluate"):
+            stage.run(p, paths)
     except (DataError, ConnectionError) as err:
         _fail(err)
 

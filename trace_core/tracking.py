@@ -29,6 +29,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from trace_core.config import Params, dump_params
+from trace_core.paths import Paths
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,8 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "evaluate": ("evaluate",),
 }
 
-# Run ids of the stage runs this process opened (innermost last); log_* write to the top.
-_ACTIVE: list[str] = []
+# (run id, stage) of the stage runs this process opened (innermost last); log_* write to the top.
+_ACTIVE: list[tuple[str, str]] = []
 
 
 # --- identity ---------------------------------------------------------------------------
@@ -198,9 +199,13 @@ def stage_run(params: Params, stage: str) -> Iterator[str]:
     params hash, run name) is found or created; the last stage (evaluate) closes a parent it
     did not get from the environment. Tags: git commit, params hash, stage. Logs the params
     keys the stage reads. Yields the run id ("" and no-op everywhere if tracking is off).
+    Re-entrant: inside an open run of the same stage it yields that run.
     """
     if not params.tracking.enabled:
         yield ""
+        return
+    if _ACTIVE and _ACTIVE[-1][1] == stage:
+        yield _ACTIVE[-1][0]
         return
     env_parent = os.environ.get(PARENT_ENV, "")
     parent = env_parent or start_pipeline(params)
@@ -209,7 +214,7 @@ def stage_run(params: Params, stage: str) -> Iterator[str]:
     tags = {**run_tags(params), TAG_KIND: "stage", TAG_STAGE: stage}
     with mlflow.start_run(experiment_id=exp_id, run_name=stage, parent_run_id=parent, tags=tags) as run:
         run_id = str(run.info.run_id)
-        _ACTIVE.append(run_id)
+        _ACTIVE.append((run_id, stage))
         try:
             log_params(stage_params(params, stage))
             yield run_id
@@ -219,9 +224,46 @@ def stage_run(params: Params, stage: str) -> Iterator[str]:
         end_pipeline(params, parent)
 
 
+def stage_outputs(paths: Paths, stage: str) -> tuple[Path | None, list[Path]]:
+    """A stage's DVC metrics file (or None) and the reports worth keeping as MLflow artifacts."""
+    reports = paths.reports_dir
+    table: dict[str, tuple[str | None, list[Path]]] = {
+        "download": (None, [paths.data_root / "MANIFEST.json"]),
+        "validate": ("validation", [paths.validation_dir]),
+        "cot_generate": (None, []),
+        "cot_curate": ("cot_curate", [reports / "cot_curate.md", reports / "cot_curate_checks.json"]),
+        "cot_build": ("cot_build", []),
+        "export": (None, [paths.embeddings_dir / "manifest.json", paths.embeddings_dir / "routing.jsonl"]),
+        "index": (None, [paths.index_manifest]),
+    }
+    metrics, files = table.get(stage, (None, []))
+    return (paths.metrics_file(metrics) if metrics else None), files
+
+
+@contextmanager
+def track_stage(params: Params, paths: Paths, stage: str) -> Iterator[str]:
+    """:func:`stage_run` plus, on success, the stage's metrics file and reports logged."""
+    with stage_run(params, stage) as run_id:
+        yield run_id
+        metrics_file, files = stage_outputs(paths, stage)
+        if metrics_file is not None and metrics_file.is_file():
+            data = json.loads(metrics_file.read_text())
+            log_metrics(flatten_numbers(data))
+            log_artifact(metrics_file, "metrics")
+        for path in files:
+            if path.exists():
+                log_artifact(path, "reports" if path.is_file() else f"reports/{path.name}")
+
+
+def flatten_numbers(obj: Any) -> dict[str, float]:
+    """Numeric leaves of a JSON object as dotted keys (booleans as 0/1)."""
+    flat = flatten(obj) if isinstance(obj, Mapping) else {}
+    return {k: float(v) for k, v in flat.items() if isinstance(v, (int, float))}
+
+
 def active_run_id() -> str:
     """Id of the innermost stage run opened by this process ("" when none)."""
-    return _ACTIVE[-1] if _ACTIVE else ""
+    return _ACTIVE[-1][0] if _ACTIVE else ""
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:

@@ -16,7 +16,10 @@ from trace_core.config import TeacherParams
 from trace_core.cot.prompts import TeacherRequest
 from trace_core.cot.teacher import make_teacher
 
-CHAIN = "<reasoning>The image shows a red circle; the answer follows from it directly.</reasoning><answer>A red circle.</answer>"
+CHAIN = (
+    "<reasoning>The image shows a red circle; the answer follows from it directly.</reasoning>"
+    "<answer>A red circle.</answer>"
+)
 
 
 class State:
@@ -72,6 +75,16 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, b'{"choices": []}')
             if text == "notjson":
                 return self._send(200, b"<html>oops</html>", "text/html")
+            if body["messages"][0]["content"].startswith("You check chains"):
+                verdict = "<decision>consistent</decision><confidence>0.9</confidence>"
+                if "Answer: A blue" in text:
+                    verdict = "<decision>inconsistent</decision><confidence>0.95</confidence>"
+                elif "Answer: A pale" in text:
+                    verdict = "<decision>consistent</decision><confidence>0.6</confidence>"
+                elif "Answer: A weird" in text:
+                    verdict = "I think it is fine."
+                content = {"choices": [{"message": {"role": "assistant", "content": verdict}}]}
+                return self._send(200, json.dumps(content).encode())
             if text == "slow" and n == 1:
                 time.sleep(1.0)
             content = {"choices": [{"message": {"role": "assistant", "content": CHAIN + f" #{body['model']}"}}]}
@@ -112,7 +125,7 @@ def test_retries_errors_and_order(server: tuple[str, State], monkeypatch: pytest
     names = ["ok", "ratelimit-once", "malformed", "notjson", "always500", "badrequest", "slow", "ok2"]
     reqs = [req(str(i), t, str(png) if t == "ok" else None) for i, t in enumerate(names)]
     out = make_teacher(teacher_params(url), seed=0).generate(reqs)
-    got = dict(zip(names, out))
+    got = dict(zip(names, out, strict=True))
     assert [r.id for r in out] == [str(i) for i in range(len(names))]
     assert got["ok"].text == CHAIN + " #m" and got["ok2"].text == CHAIN + " #m"
     assert got["ratelimit-once"].text == CHAIN + " #m" and state.hits["ratelimit-once"] == 2
@@ -147,7 +160,9 @@ def test_generate_stage_with_openai_teacher(server: tuple[str, State], tmp_path:
 
     url, state = server
     data_root = tmp_path / "mbeir"
-    write_mini(MiniParams(train_per_task=4, test_per_task=2, pool_per_task=6, val_per_task=1, n_entities=12), 1, data_root)
+    write_mini(
+        MiniParams(train_per_task=4, test_per_task=2, pool_per_task=6, val_per_task=1, n_entities=12), 1, data_root
+    )
     params = Params(cot_generate=CotGenerateParams(shard_size=8, teacher=teacher_params(url, concurrency=4)))
     paths = Paths(**{**Paths.from_params(params, tmp_path).__dict__, "data_root": data_root})
     total = generate.run(params, paths)
@@ -155,3 +170,17 @@ def test_generate_stage_with_openai_teacher(server: tuple[str, State], tmp_path:
     z1 = [r for r in rows if r["z"] == 1]
     assert total["ok"] == len(z1) == 24 and all(r["raw"] == CHAIN + " #m" and r["teacher"] == "openai:m" for r in z1)
     assert len(state.images) == len(z1) and all(u.startswith("data:image/png;base64,") for u in state.images)
+
+
+def test_openai_verifier(server: tuple[str, State], tmp_path: Path) -> None:
+    from trace_core.cot.parse import Chain
+    from trace_core.cot.verify import VerifyItem, passes, verify
+
+    url, _ = server
+    answers = ["A green circle.", "A blue square.", "A pale circle.", "A weird thing."]
+    items = [VerifyItem(str(i), 7, "make it green", None, "A green circle.", None, Chain("r", a))
+             for i, a in enumerate(answers)]  # fmt: skip
+    verdicts = verify(make_teacher(teacher_params(url), seed=0), items, tmp_path, batch=2)
+    reasons = [passes(v, 0.7) for v in verdicts]
+    assert reasons[0] == ""
+    assert "inconsistent" in reasons[1] and "0.60 <= 0.7" in reasons[2] and "verifier failed" in reasons[3]

@@ -69,7 +69,9 @@ def test_three_stages_produce_training_file(tmp_path: Path, data_root: Path) -> 
     assert metrics["teacher_rows"] == gen["z1"]
     assert metrics["kept"] + metrics["dropped_total"] == metrics["teacher_rows"]
     assert metrics["kept"] >= 0.9 * metrics["teacher_rows"]  # oracle chains pass the filters on mini
-    assert metrics["dropped"]["verifier"] == 0 and metrics["checks_success"]
+    assert metrics["checks_success"]
+    # every drop of an oracle chain is a genuinely repeated (image, question) query
+    assert {rule for rule, n in metrics["dropped"].items() if n} <= {"duplicate"}
     report = (paths.reports_dir / "cot_curate.md").read_text()
     assert "| format | 0 |" in report and "| duplicate |" in report
     stats = build.run(params, paths)
@@ -127,7 +129,7 @@ def test_teacher_errors_become_rows_and_drops(tmp_path: Path, data_root: Path) -
             if requests[0].id.startswith("8:"):
                 raise RuntimeError("server exploded")
             return [TeacherResult(r.id, None, "refused") if r.id.endswith("3") else x
-                    for r, x in zip(requests, super().generate(requests))]  # fmt: skip
+                    for r, x in zip(requests, super().generate(requests), strict=True)]  # fmt: skip
 
     params, paths = setup(tmp_path, data_root, cot_build=CotBuildParams(dropped_policy="exclude"))
     gen = generate.run(params, paths, teacher=lambda: Flaky(42, 40, 3))
@@ -155,8 +157,10 @@ def test_assessor_mode_records_labels(tmp_path: Path, data_root: Path) -> None:
 
 
 def test_cot_filter_cli(tmp_path: Path) -> None:
-    good = ("<reasoning>The source image shows a small red circle at the top left; the request makes it green, "
-            "and everything else stays the same.</reasoning><answer>A small green circle at the top left.</answer>")  # fmt: skip
+    good = (
+        "<reasoning>The source image shows a small red circle at the top left; the request makes it green, "
+        "and everything else stays the same.</reasoning><answer>A small green circle at the top left.</answer>"
+    )
     records = [
         {"qid": "8:1", "raw": good, "query_txt": "Make the red circle green.", "target_txt": None, "source_txt": None},
         {"qid": "8:2", "raw": "I'm sorry, I cannot help.", "query_txt": None, "target_txt": None, "source_txt": None},
@@ -166,7 +170,17 @@ def test_cot_filter_cli(tmp_path: Path) -> None:
     src = tmp_path / "raw.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
     out, dropped = tmp_path / "kept.jsonl", tmp_path / "dropped.jsonl"
-    args = ["cot-filter", "--in", str(src), "--out", str(out), "--dropped", str(dropped), "-p", str(REPO / "params.yaml")]
+    args = [
+        "cot-filter",
+        "--in",
+        str(src),
+        "--out",
+        str(out),
+        "--dropped",
+        str(dropped),
+        "-p",
+        str(REPO / "params.yaml"),
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     kept = [json.loads(x) for x in out.read_text().splitlines()]
@@ -182,14 +196,18 @@ def test_filter_file_with_teacher_tokenizer(tmp_path: Path) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = "the a small red green circle top left source image shows request makes it and everything else stays same".split()
+    words = "the a small red green circle top left source image shows request makes it and everything".split()
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(["[UNK]", *words, ".", ";", ","])}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
-    raw = ("<reasoning>The source image shows a small red circle at the top left; the request makes it green.</reasoning>"
-           "<answer>A small green circle.</answer>")  # fmt: skip
+    raw = (
+        "<reasoning>The source image shows a small red circle at the top left; the request makes it green."
+        "</reasoning><answer>A small green circle.</answer>"
+    )
     src = tmp_path / "raw.jsonl"
-    src.write_text(json.dumps({"qid": "1", "raw": raw, "query_txt": "green", "target_txt": None, "source_txt": None}) + "\n")
+    src.write_text(
+        json.dumps({"qid": "1", "raw": raw, "query_txt": "green", "target_txt": None, "source_txt": None}) + "\n"
+    )
     from trace_core.cot.text import token_counter
 
     n_tok = token_counter(str(tmp_path / "tok"), 4)(raw.split("</reasoning>")[0].removeprefix("<reasoning>"))
@@ -201,3 +219,34 @@ def test_filter_file_with_teacher_tokenizer(tmp_path: Path) -> None:
         cfg = CotCurateParams(reasoning_min_tokens=minimum)
         counts = curate.filter_file(cfg, src, kept, dropped, tokenizer=tokenizer)
         assert counts["kept"] == n_kept and counts["length"] == 1 - n_kept
+
+
+def test_checks_flag_bad_curated_rows() -> None:
+    from trace_core.cot.checks import check_curated
+    from trace_core.cot.text import token_counter
+
+    count = token_counter(None, 4)
+    good = {
+        "qid": "8:1",
+        "z": 1,
+        "reasoning": " ".join(["the red circle turns green"] * 4),
+        "answer": "A green circle.",
+    }
+    assert check_curated([good], CotCurateParams(), count)["success"]
+    bad = [good, {**good, "answer": "<answer>x</answer>"}, {**good, "qid": "8:2", "reasoning": ""}]
+    res = check_curated(bad, CotCurateParams(), count)
+    assert not res["success"]
+    failed = " ".join(res["failed"])
+    assert (
+        "unique(qid)" in failed and "not_match_regex(answer)" in failed and "lengths_to_be_between(reasoning)" in failed
+    )
+
+
+def test_model_verifier_needs_matching_teacher_kind() -> None:
+    from pydantic import ValidationError
+
+    from trace_core.config import TeacherParams
+
+    with pytest.raises(ValidationError, match="verifier_teacher.kind"):
+        CotCurateParams(verifier="openai")
+    CotCurateParams(verifier="openai", verifier_teacher=TeacherParams(kind="openai", model="m", base_url="http://x"))

@@ -24,7 +24,10 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_teacher")
     tok = build_tiny_tokenizer([*SYSTEM_PROMPTS.values(), "a small red circle at the top left"], 400, "<|emb|>")
-    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")}
+    ids = {
+        t: tok.convert_tokens_to_ids(t)
+        for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+    }
     config = Qwen2VLConfig(
         text_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                      "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 2048,
@@ -49,16 +52,16 @@ def test_transformers_teacher_batches_rows(tiny_checkpoint: Path, tmp_path: Path
     teacher = make_teacher(cfg, seed=0)
     reqs = [
         TeacherRequest("8:1", "chain", SYSTEM_PROMPTS["edit"], "make the red circle green", str(img)),
-        TeacherRequest("8:2", "chain", SYSTEM_PROMPTS["edit"], "make the blue square small", str(img)),
         TeacherRequest("0:1", "chain", SYSTEM_PROMPTS["visual"], "a red circle", None),
         TeacherRequest("8:3", "chain", SYSTEM_PROMPTS["edit"], "broken", str(tmp_path / "missing.png")),
+        TeacherRequest("8:2", "chain", SYSTEM_PROMPTS["edit"], "make the blue square small", str(img)),
     ]
     out = teacher.generate(reqs)
     teacher.close()
-    assert [r.id for r in out] == ["8:1", "8:2", "0:1", "8:3"]
-    assert all(isinstance(r.text, str) and r.error is None for r in out[:2])  # the mixed batch of two images
-    assert out[2].text is not None  # a text-only batch... with a failing image request in the same batch:
-    assert out[3].text is None and "missing.png" in (out[3].error or "")
-    recs = [FilterInput(r.id, r.text, "q", None, None) for r in out[:3]]
+    assert [r.id for r in out] == ["8:1", "0:1", "8:3", "8:2"]
+    # batches: [8:1 image + 0:1 text-only, left-padded together], [8:2]; 8:3 fails alone
+    assert all(isinstance(r.text, str) and r.error is None for r in (out[0], out[1], out[3]))
+    assert out[2].text is None and "missing.png" in (out[2].error or "")
+    recs = [FilterInput(r.id, r.text, "q", None, None) for r in (out[0], out[1], out[3])]
     res = apply_rules(recs, CotCurateParams(), token_counter(None, 4))
     assert len(res.dropped) == 3 and {rule for _, rule, _ in res.dropped} == {"format"}  # gibberish is dropped

@@ -22,8 +22,14 @@ def chain(reasoning: str = GOOD_REASONING, answer: str = GOOD_ANSWER) -> str:
     return f"<reasoning>{reasoning}</reasoning><answer>{answer}</answer>"
 
 
-def rec(raw: str | None, qid: str = "8:1", query: str | None = "Make the red circle green.",
-        target: str | None = GOOD_ANSWER, source: str | None = None, img: str | None = "a.png") -> FilterInput:
+def rec(
+    raw: str | None,
+    qid: str = "8:1",
+    query: str | None = "Make the red circle green.",
+    target: str | None = GOOD_ANSWER,
+    source: str | None = None,
+    img: str | None = "a.png",
+) -> FilterInput:
     return FilterInput(qid, raw, query, target, source, img)
 
 
@@ -32,7 +38,9 @@ def rule_of(r: FilterInput, cfg: CotCurateParams = CFG) -> str:
 
 
 def test_good_chain_passes_every_rule():
-    kept, rule, detail = record_rules(rec(chain(), source="A small red circle at the top left on a white background."), CFG, COUNT)
+    kept, rule, detail = record_rules(
+        rec(chain(), source="A small red circle at the top left on a white background."), CFG, COUNT
+    )
     assert rule == "" and detail == ""
     assert kept is not None and kept.answer == GOOD_ANSWER
 
@@ -57,7 +65,7 @@ def test_format_rejects(raw):
 
 def test_format_accepts_surrounding_whitespace():
     assert rule_of(rec("\n  " + chain() + "\n")) == ""
-    assert parse_chain(f"<reasoning> a </reasoning>\n<answer> b </answer>")[0] is not None
+    assert parse_chain("<reasoning> a </reasoning>\n<answer> b </answer>")[0] is not None
 
 
 def test_length_rules():

@@ -10,9 +10,9 @@ from trace_core.config import CotCurateParams, RoutingParams
 from trace_core.cot.filters import FilterInput, record_rules
 from trace_core.cot.oracle import oracle_chain, oracle_verdict
 from trace_core.cot.parse import parse_chain, parse_verdict
+from trace_core.cot.prompts import TeacherRequest
 from trace_core.cot.routing import decide, needs_assessor, parse_overrides
 from trace_core.cot.teacher import OracleTeacher, TeacherResult
-from trace_core.cot.prompts import TeacherRequest
 from trace_core.cot.text import token_counter
 
 SCENE = {"objects": [{"shape": "circle", "color": "red", "size": "small", "position": "top left"},
@@ -21,13 +21,14 @@ SCENE = {"objects": [{"shape": "circle", "color": "red", "size": "small", "posit
 TARGET = {**SCENE, "objects": [{**SCENE["objects"][0], "color": "green"}, SCENE["objects"][1]]}
 EDIT = {
     "kind": "edit", "source": SCENE, "target": TARGET, "modification": "make the red circle green",
-    "source_caption": "A small red circle at the top left and a large blue square at the center on a white background.",
-    "target_caption": "A small green circle at the top left and a large blue square at the center on a white background.",
+    "source_caption": "A small red circle at the top left and a large blue square at the center on white.",
+    "target_caption": "A small green circle at the top left and a large blue square at the center on white.",
     "change": {"object": 0, "attribute": "color", "from": "red", "to": "green"},
 }  # fmt: skip
 KNOW = {
     "kind": "knowledge", "entity": "Zorbel", "scene": SCENE, "question": "What is the patron animal of this city?",
-    "answer": "otter", "passage": "Zorbel is a city whose emblem is a red circle. Its home region is north; its patron animal is otter.",
+    "answer": "otter",
+    "passage": "Zorbel is a city whose emblem is a red circle. Its home region is north; its patron animal is otter.",
 }  # fmt: skip
 
 
@@ -46,7 +47,7 @@ def test_overrides_by_id_and_name():
     assert decide(8, 7, cfg, ov, None).z == 0 and decide(8, 7, cfg, ov, None).source == "override"
     assert decide(9, 0, cfg, ov, None).z == 1
     assert decide(5, 8, cfg, ov, None).z == 0
-    assert decide(5, 6, cfg, ov, None) .z == 1 and decide(5, 6, cfg, ov, None).source == "rule"
+    assert decide(5, 6, cfg, ov, None).z == 1 and decide(5, 6, cfg, ov, None).source == "rule"
 
 
 @pytest.mark.parametrize("bad", [{"nodataset:7": 1}, {"8:x": 1}, {"8:7": 2}])
@@ -81,7 +82,9 @@ def test_oracle_chains_pass_filters_and_vary_by_qid():
     edit_answer = parse_chain(oracle_chain(json.dumps(EDIT), "8:1", 42, 40))[0]
     assert edit_answer is not None and edit_answer.answer == EDIT["target_caption"]
     know = parse_chain(oracle_chain(json.dumps(KNOW), "5:1", 42, 40))[0]
-    assert know is not None and "Zorbel" in know.reasoning and "otter" in know.answer and know.answer.startswith("Zorbel")
+    assert (
+        know is not None and "Zorbel" in know.reasoning and "otter" in know.answer and know.answer.startswith("Zorbel")
+    )
 
 
 def test_oracle_verifier_accepts_right_and_rejects_wrong():

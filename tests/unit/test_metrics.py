@@ -107,3 +107,20 @@ def test_task_ks_adds_fashion_cutoffs():
     assert task_ks(by["mscoco_task0"], [1, 5, 10], [10, 20, 50]) == [1, 5, 10]
     assert task_ks(by["fashioniq_task7"], [1, 5, 10], [10, 20, 50]) == [1, 5, 10, 20, 50]
     assert task_ks(by["cirr_task7"], [1], []) == [1, 5]
+
+
+def test_trace_score_cli_prints_json_and_names_bad_line(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from trace_core.cli import app
+
+    run = _write(tmp_path / "run.txt", "9:1 Q0 9:10 1 0.9 x 0\n9:1 Q0 9:11 2 0.8 x 0\n")
+    qrels = _write(tmp_path / "mbeir_mscoco_task0_test_qrels.txt", "9:1 0 9:11 1 0\n9:2 0 9:20 1 0\n")
+    res = CliRunner().invoke(app, ["score", "--run", str(run), "--qrels", str(qrels), "--k", "1,2"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == {"mscoco_task0_test": {"R@1": 0.0, "R@2": 0.5, "n_queries": 2.0}}
+    bad = _write(tmp_path / "bad.txt", "9:1 Q0 9:10 1 0.9 x\n")
+    res = CliRunner().invoke(app, ["score", "--run", str(bad), "--qrels", str(qrels)])
+    assert res.exit_code == 2 and "bad.txt:line 1: run line must have 7 columns" in res.output

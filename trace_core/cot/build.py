@@ -77,7 +77,9 @@ def build_sample(q: QueryRecord, z: int, inp: BuildInputs, cfg: CotBuildParams) 
     return sample, outcome
 
 
-def build_rows(routes: Sequence[tuple[str, int]], inp: BuildInputs, cfg: CotBuildParams) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def build_rows(
+    routes: Sequence[tuple[str, int]], inp: BuildInputs, cfg: CotBuildParams
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows of the training file and their statistics (``routes`` = (qid, routed z) in order)."""
     rows: list[dict[str, Any]] = []
     outcomes: Counter[str] = Counter()
@@ -104,7 +106,9 @@ def load_pool_subset(path: Any, wanted: set[str]) -> dict[str, CandidateRecord]:
     return {c.did: c for c in iter_candidates(path) if c.did in wanted}
 
 
-def load_routes(raw_rows: Iterable[dict[str, Any]], queries: dict[str, QueryRecord], where: Any) -> list[tuple[str, int]]:
+def load_routes(
+    raw_rows: Iterable[dict[str, Any]], queries: dict[str, QueryRecord], where: Any
+) -> list[tuple[str, int]]:
     """(qid, z) of every raw row; a qid unknown to the training file is a :class:`DataError`."""
     out = []
     for r in raw_rows:
@@ -126,5 +130,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     rows, stats = build_rows(routes, inp, params.cot_build)
     write_jsonl(paths.cot_train, rows)
     write_json(paths.metrics_file("cot_build"), stats)
-    log.info("cot-build: %d rows (z=0 %d, z=1 %d, fallback %d)", stats["rows"], stats["z0"], stats["z1"], stats["fallback"])
+    log.info(
+        "cot-build: %d rows (z=0 %d, z=1 %d, fallback %d)", stats["rows"], stats["z0"], stats["z1"], stats["fallback"]
+    )
     return stats

@@ -26,14 +26,25 @@ def expectations(cfg: CotCurateParams) -> list[Any]:
     import great_expectations as gx
 
     e = gx.expectations
-    out: list[Any] = [e.ExpectColumnValuesToBeUnique(column="qid"), e.ExpectColumnValuesToBeInSet(column="z", value_set=[1])]
+    out: list[Any] = [
+        e.ExpectColumnValuesToBeUnique(column="qid"),
+        e.ExpectColumnValuesToBeInSet(column="z", value_set=[1]),
+    ]
     for col in ("qid", "reasoning", "answer"):
         out.append(e.ExpectColumnValuesToNotBeNull(column=col))
         out.append(e.ExpectColumnValueLengthsToBeBetween(column=col, min_value=1))
     for col in ("reasoning", "answer"):
         out.append(e.ExpectColumnValuesToNotMatchRegex(column=col, regex=TAG_REGEX))
-    out.append(e.ExpectColumnValuesToBeBetween(column="reasoning_tokens", min_value=cfg.reasoning_min_tokens, max_value=cfg.reasoning_max_tokens))
-    out.append(e.ExpectColumnValuesToBeBetween(column="answer_tokens", min_value=cfg.answer_min_tokens, max_value=cfg.answer_max_tokens))
+    out.append(
+        e.ExpectColumnValuesToBeBetween(
+            column="reasoning_tokens", min_value=cfg.reasoning_min_tokens, max_value=cfg.reasoning_max_tokens
+        )
+    )
+    out.append(
+        e.ExpectColumnValuesToBeBetween(
+            column="answer_tokens", min_value=cfg.answer_min_tokens, max_value=cfg.answer_max_tokens
+        )
+    )
     return out
 
 
@@ -44,12 +55,18 @@ def check_curated(rows: Sequence[dict[str, Any]], cfg: CotCurateParams, count: T
 
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch = ctx.data_sources.add_pandas("cot").add_dataframe_asset("curated").add_batch_definition_whole_dataframe("all")
+    batch = (
+        ctx.data_sources.add_pandas("cot").add_dataframe_asset("curated").add_batch_definition_whole_dataframe("all")
+    )
     suite = ctx.suites.add(gx.ExpectationSuite(name="cot_curated"))
     for exp in expectations(cfg):
         suite.add_expectation(exp)
     vd = ctx.validation_definitions.add(gx.ValidationDefinition(data=batch, suite=suite, name="cot_curated"))
     res = vd.run(batch_parameters={"dataframe": curated_frame(rows, count)})
     summary = res.describe_dict()
-    failed = [f"{x['expectation_type']}({x.get('kwargs', {}).get('column', '')})" for x in summary["expectations"] if not x["success"]]
+    failed = [
+        f"{x['expectation_type']}({x.get('kwargs', {}).get('column', '')})"
+        for x in summary["expectations"]
+        if not x["success"]
+    ]
     return {"success": bool(res.success), "failed": failed, "results": summary}

@@ -65,7 +65,9 @@ def filter_rows(rows: Sequence[dict[str, Any]], cfg: CotCurateParams, count: Tok
     return apply_rules((input_from_dict(r) for r in rows), cfg, count)
 
 
-def filter_file(cfg: CotCurateParams, in_path: Path, out_path: Path, dropped_path: Path, tokenizer: str | None = None) -> dict[str, int]:
+def filter_file(
+    cfg: CotCurateParams, in_path: Path, out_path: Path, dropped_path: Path, tokenizer: str | None = None
+) -> dict[str, int]:
     """``trace cot-filter``: the rule filter alone on any file of teacher outputs.
 
     Args:
@@ -90,7 +92,9 @@ def filter_file(cfg: CotCurateParams, in_path: Path, out_path: Path, dropped_pat
 
 
 # --- cot-curate ---------------------------------------------------------------------------
-def verify_rows(kept: list[dict[str, Any]], verifier: Teacher, cfg: CotCurateParams, data_root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def verify_rows(
+    kept: list[dict[str, Any]], verifier: Teacher, cfg: CotCurateParams, data_root: Path
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Apply the verifier; return (kept, dropped with rule ``verifier``), verdicts recorded."""
     items = [VerifyItem(r["qid"], r["task_id"], r.get("query_txt"), r.get("query_img_path"), r.get("target_txt"),
                         r.get("query_src_content"), Chain(r["reasoning"], r["answer"])) for r in kept]  # fmt: skip
@@ -106,7 +110,9 @@ def verify_rows(kept: list[dict[str, Any]], verifier: Teacher, cfg: CotCuratePar
     return out_kept, out_dropped
 
 
-def curate_metrics(rows: Sequence[dict[str, Any]], rule_kept: int, kept: int, dropped: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def curate_metrics(
+    rows: Sequence[dict[str, Any]], rule_kept: int, kept: int, dropped: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
     """DVC metrics: counts of queries, teacher rows, kept and drops per rule."""
     teacher_rows = sum(r["z"] == 1 for r in rows)
     per_rule = {rule: sum(d["rule"] == rule for d in dropped) for rule in STAGE_RULES}
@@ -117,7 +123,9 @@ def curate_metrics(rows: Sequence[dict[str, Any]], rule_kept: int, kept: int, dr
     }  # fmt: skip
 
 
-def curate(rows: Sequence[dict[str, Any]], cfg: CotCurateParams, count: TokenCounter, verifier: Teacher | None, data_root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+def curate(
+    rows: Sequence[dict[str, Any]], cfg: CotCurateParams, count: TokenCounter, verifier: Teacher | None, data_root: Path
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """Teacher errors, rule filter, verifier; return (kept, dropped, metrics)."""
     z1 = [r for r in rows if r["z"] == 1]
     errors = [{**r, "rule": "teacher", "detail": r.get("error") or "no output"} for r in z1 if r["status"] != "ok"]
@@ -136,7 +144,9 @@ def make_verifier(params: Params) -> Teacher | None:
     cfg = params.cot_curate
     if cfg.verifier == "none":
         return None
-    tp = cfg.verifier_teacher if cfg.verifier != "oracle" else cfg.verifier_teacher.model_copy(update={"kind": "oracle"})
+    tp = (
+        cfg.verifier_teacher if cfg.verifier != "oracle" else cfg.verifier_teacher.model_copy(update={"kind": "oracle"})
+    )
     return make_teacher(tp, params.base.seed, cfg.keyword_min_chars)
 
 
@@ -160,7 +170,9 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     write_json(paths.reports_dir / "cot_curate_checks.json", checks)
     write_text(paths.reports_dir / "cot_curate.md", render_report(metrics, dropped, cfg.report_examples))
     write_json(paths.metrics_file("cot_curate"), metrics)
-    log.info("cot-curate: kept %d of %d teacher rows; drops %s", metrics["kept"], metrics["teacher_rows"], metrics["dropped"])
+    log.info(
+        "cot-curate: kept %d of %d teacher rows; drops %s", metrics["kept"], metrics["teacher_rows"], metrics["dropped"]
+    )
     if not checks["success"]:
         raise DataError(paths.cot_curated, "checks", f"Great Expectations failed: {', '.join(checks['failed'])}")
     return metrics

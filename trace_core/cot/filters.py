@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,7 +143,7 @@ def record_rules(rec: FilterInput, cfg: CotCurateParams, count: TokenCounter) ->
     chain, why = parse_chain(rec.raw)
     if chain is None:
         return None, "format", why
-    checks = (
+    checks: tuple[tuple[str, Callable[[], str]], ...] = (
         ("length", lambda: check_length(chain, cfg, count)),
         ("repetition", lambda: check_repetition(chain, cfg)),
         ("language", lambda: check_language(chain, cfg)),

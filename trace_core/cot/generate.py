@@ -17,7 +17,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,9 @@ from trace_core.config import CotGenerateParams, Params, dump_params
 from trace_core.cot import oracle, prompts
 from trace_core.cot.routing import RouteDecision, decide, needs_assessor, parse_overrides
 from trace_core.cot.teacher import Teacher, TeacherResult, make_teacher, safe_generate
+from trace_core.data.dataset import query_item
 from trace_core.data.instructions import Instructions, parse_instructions
 from trace_core.data.mbeir import global_pool_file, instructions_file, iter_candidates, load_queries, union_train_file
-from trace_core.data.dataset import query_item
 from trace_core.io import read_json, sha256_file, write_json, write_jsonl
 from trace_core.paths import Paths
 from trace_core.types import CandidateRecord, QueryRecord
@@ -82,7 +82,9 @@ def pool_texts(pool: Path, wanted: set[str]) -> dict[str, str | None]:
     return out
 
 
-def build_contexts(queries: Sequence[QueryRecord], instr: Instructions, seed: int, texts: dict[str, str | None]) -> list[QueryContext]:
+def build_contexts(
+    queries: Sequence[QueryRecord], instr: Instructions, seed: int, texts: dict[str, str | None]
+) -> list[QueryContext]:
     """Contexts of the queries; the target is the first positive present in the pool."""
     out = []
     for q in queries:
@@ -104,7 +106,9 @@ def chain_request(ctx: QueryContext, data_root: Path, show_hint: bool) -> prompt
     """The teacher request of a z=1 query (task-specific prompt)."""
     q = ctx.q
     kind = prompts.prompt_kind(q.dataset_id, q.task_id)
-    user = prompts.chain_user_prompt(ctx.text, q.query_img_path is not None, q.task_id, ctx.target_txt if show_hint else None)
+    user = prompts.chain_user_prompt(
+        ctx.text, q.query_img_path is not None, q.task_id, ctx.target_txt if show_hint else None
+    )
     image = str(data_root / q.query_img_path) if q.query_img_path else None
     return prompts.TeacherRequest(q.qid, "chain", prompts.SYSTEM_PROMPTS[kind], user, image, q.query_src_content)
 
@@ -117,7 +121,9 @@ def assess_request(ctx: QueryContext, data_root: Path) -> prompts.TeacherRequest
     return prompts.TeacherRequest(q.qid, "assess", prompts.ASSESSOR_SYSTEM, user, image, q.query_src_content)
 
 
-def make_row(ctx: QueryContext, route: RouteDecision, result: TeacherResult | None, teacher: str | None) -> dict[str, Any]:
+def make_row(
+    ctx: QueryContext, route: RouteDecision, result: TeacherResult | None, teacher: str | None
+) -> dict[str, Any]:
     """One raw row (z=0 rows have status ``direct`` and no teacher output)."""
     q = ctx.q
     status = "direct" if result is None else ("ok" if result.text is not None else "error")
@@ -140,7 +146,9 @@ def _chunks(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
 class Generator:
     """Generates shard rows; teachers are built lazily (a fully resumed run loads none)."""
 
-    def __init__(self, cfg: CotGenerateParams, data_root: Path, teacher: TeacherFactory, assessor: TeacherFactory) -> None:
+    def __init__(
+        self, cfg: CotGenerateParams, data_root: Path, teacher: TeacherFactory, assessor: TeacherFactory
+    ) -> None:
         self.cfg, self.data_root = cfg, data_root
         self._factories = {"teacher": teacher, "assessor": assessor}
         self._built: dict[str, Teacher] = {}
@@ -167,17 +175,24 @@ class Generator:
         """Routing decisions of a shard (calls the assessor in assessor mode)."""
         keys = [(c.q.dataset_id, c.q.task_id) for c in ctxs]
         need = needs_assessor(keys, self.cfg.routing, self.overrides)
-        labels = self._ask("assessor", [assess_request(c, self.data_root) for c, n in zip(ctxs, need) if n])
-        return [decide(d, t, self.cfg.routing, self.overrides, labels.get(c.q.qid)) for c, (d, t) in zip(ctxs, keys)]
+        labels = self._ask(
+            "assessor", [assess_request(c, self.data_root) for c, n in zip(ctxs, need, strict=True) if n]
+        )
+        return [
+            decide(d, t, self.cfg.routing, self.overrides, labels.get(c.q.qid))
+            for c, (d, t) in zip(ctxs, keys, strict=True)
+        ]
 
     def shard_rows(self, ctxs: Sequence[QueryContext]) -> list[dict[str, Any]]:
         """All rows of one shard, in query order."""
         routes = self.route(ctxs)
         hint = self.cfg.teacher.show_target_hint
-        reqs = [chain_request(c, self.data_root, hint) for c, r in zip(ctxs, routes) if r.z == 1]
+        reqs = [chain_request(c, self.data_root, hint) for c, r in zip(ctxs, routes, strict=True) if r.z == 1]
         results = self._ask("teacher", reqs)
         name = self.get("teacher").name if reqs else None
-        return [make_row(c, r, results.get(c.q.qid) if r.z == 1 else None, name) for c, r in zip(ctxs, routes)]
+        return [
+            make_row(c, r, results.get(c.q.qid) if r.z == 1 else None, name) for c, r in zip(ctxs, routes, strict=True)
+        ]
 
 
 # --- shard bookkeeping -------------------------------------------------------------------
@@ -194,13 +209,17 @@ def manifest_path(raw_dir: Path, i: int) -> Path:
 def fingerprint(params: Params) -> str:
     """Hash of everything that changes generated rows: params, seed, prompt and oracle code."""
     code = {Path(m.__file__).name: sha256_file(m.__file__) for m in (prompts, oracle) if m.__file__}
-    key = {"cot_generate": dump_params(params)["cot_generate"], "seed": params.base.seed, "code": code}
+    cfg = {k: v for k, v in dump_params(params)["cot_generate"].items() if k != "max_queries"}  # qids hash covers it
+    key = {"cot_generate": cfg, "seed": params.base.seed, "code": code}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
 def qids_hash(ctxs: Sequence[QueryContext]) -> str:
-    """Hash of the query ids of a shard, in order."""
-    return hashlib.sha256("\n".join(c.q.qid for c in ctxs).encode()).hexdigest()
+    """Hash of a shard's inputs in order: every query field, instruction and target/source text."""
+    h = hashlib.sha256()
+    for c in ctxs:
+        h.update(json.dumps(asdict(c), sort_keys=True, default=list).encode() + b"\n")
+    return h.hexdigest()
 
 
 def shard_done(raw_dir: Path, i: int, fp: str, qh: str) -> bool:
@@ -243,7 +262,9 @@ def remove_stale(raw_dir: Path, n_shards: int) -> None:
         p.unlink()
 
 
-def generate_shards(gen: Generator, ctxs: Sequence[QueryContext], raw_dir: Path, fp: str, shard_size: int) -> dict[str, int]:
+def generate_shards(
+    gen: Generator, ctxs: Sequence[QueryContext], raw_dir: Path, fp: str, shard_size: int
+) -> dict[str, int]:
     """Generate every incomplete shard in order; return totals over all shards."""
     total = {"rows": 0, "z0": 0, "z1": 0, "ok": 0, "error": 0, "shards": 0, "shards_skipped": 0}
     bar = tqdm(total=len(ctxs), unit="query", desc="cot-generate", disable=not sys.stderr.isatty())
@@ -277,7 +298,9 @@ def read_raw_rows(raw_dir: Path) -> Iterator[dict[str, Any]]:
             yield row
 
 
-def run(params: Params, paths: Paths, teacher: TeacherFactory | None = None, assessor: TeacherFactory | None = None) -> dict[str, int]:
+def run(
+    params: Params, paths: Paths, teacher: TeacherFactory | None = None, assessor: TeacherFactory | None = None
+) -> dict[str, int]:
     """Stage entry point (``teacher``/``assessor`` factories may be injected, e.g. by tests)."""
     cfg, root = params.cot_generate, paths.data_root
     queries = load_queries(union_train_file(root))[: cfg.max_queries]

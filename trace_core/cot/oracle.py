@@ -47,7 +47,8 @@ def load_meta(meta: str | None) -> dict[str, Any]:
     missing = [k for k in REQUIRED[kind] if k not in obj]
     if missing:
         raise OracleError(f"{kind} metadata lacks {', '.join(missing)}")
-    return obj
+    checked: dict[str, Any] = obj
+    return checked
 
 
 def pick(qid: str, seed: int, salt: str, options: tuple[str, ...]) -> str:
@@ -91,10 +92,16 @@ def edit_chain(m: dict[str, Any], qid: str, seed: int) -> tuple[str, str]:
     ch, objs = m["change"], m["source"].get("objects", [])
     idx = int(ch.get("object", 0))
     changed = objs[idx] if 0 <= idx < len(objs) else {}
-    others = [f"the {o.get('color', '')} {o.get('shape', 'object')} ({o.get('position', '')})" for i, o in enumerate(objs) if i != idx]
+    others = [
+        f"the {o.get('color', '')} {o.get('shape', 'object')} ({o.get('position', '')})"
+        for i, o in enumerate(objs)
+        if i != idx
+    ]
     attr = ch.get("attribute", "attribute")
     kept_attrs = [f"{a} {changed[a]}" for a in ("shape", "color", "size", "position") if a != attr and a in changed]
-    src = pick(qid, seed, "src", ("The source image shows", "The query image contains", "In the reference image there is"))
+    src = pick(
+        qid, seed, "src", ("The source image shows", "The query image contains", "In the reference image there is")
+    )
     req = pick(qid, seed, "req", ("The requested change", "The modification", "The instruction"))
     inv = pick(qid, seed, "inv", ("Everything else stays the same", "The rest is unchanged", "What remains invariant"))
     parts = [

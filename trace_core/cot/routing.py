@@ -79,7 +79,9 @@ def decide(
     return RouteDecision(rule_z(dataset_id, cfg), "rule-fallback", assessed.text, why)
 
 
-def needs_assessor(keys: Sequence[tuple[int, int]], cfg: RoutingParams, overrides: dict[tuple[int, int | None], int]) -> list[bool]:
+def needs_assessor(
+    keys: Sequence[tuple[int, int]], cfg: RoutingParams, overrides: dict[tuple[int, int | None], int]
+) -> list[bool]:
     """Which (dataset, task) queries the assessor must label (assessor mode, no override)."""
     if cfg.mode != "assessor":
         return [False] * len(keys)

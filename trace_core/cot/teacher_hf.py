@@ -10,7 +10,7 @@ them (transformers 5 needs it). Batches are left-padded and decoded greedily unl
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from trace_core.config import TeacherParams
@@ -25,10 +25,24 @@ IMAGE_BLOCK = "<|vision_start|>{pads}<|vision_end|>"
 def chat_prompt(system: str, user: str, n_image_tokens: int) -> str:
     """A Qwen chat prompt with an optional image block, ending at the assistant turn."""
     image = IMAGE_BLOCK.format(pads="<|image_pad|>" * n_image_tokens) if n_image_tokens else ""
-    return (
-        f"<|im_start|>system\n{system}<|im_end|>\n"
-        f"<|im_start|>user\n{image}{user}<|im_end|>\n<|im_start|>assistant\n"
-    )
+    return f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{image}{user}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def load_images(requests: Sequence[TeacherRequest]) -> tuple[dict[str, Any], dict[str, TeacherResult]]:
+    """Open the requests' images as RGB; unreadable ones become error results."""
+    from PIL import Image
+
+    images: dict[str, Any] = {}
+    failed: dict[str, TeacherResult] = {}
+    for r in requests:
+        if r.image is None:
+            continue
+        try:
+            with Image.open(r.image) as im:
+                images[r.id] = im.convert("RGB")
+        except OSError as err:
+            failed[r.id] = TeacherResult(r.id, None, f"cannot read image: {err}")
+    return images, failed
 
 
 def _device(name: str) -> str:
@@ -69,18 +83,12 @@ class TransformersTeacher:
         self.name = f"transformers:{cfg.model}"
         torch.manual_seed(seed)
 
-    def _inputs(self, batch: Sequence[TeacherRequest]) -> dict[str, Any]:
-        from PIL import Image
-
-        images = []
-        for r in batch:
-            if r.image is not None:
-                with Image.open(r.image) as im:
-                    images.append(im.convert("RGB"))
+    def _inputs(self, batch: Sequence[TeacherRequest], images: dict[str, Any]) -> dict[str, Any]:
         extra: dict[str, Any] = {}
-        counts = iter(())
-        if images:
-            iv = self.improc(images=images, return_tensors="pt")
+        counts: Iterator[int] = iter(())
+        pics = [images[r.id] for r in batch if r.image is not None]
+        if pics:
+            iv = self.improc(images=pics, return_tensors="pt")
             extra = {"pixel_values": iv["pixel_values"], "image_grid_thw": iv["image_grid_thw"]}
             counts = iter([int(g.prod()) // self.merge**2 for g in iv["image_grid_thw"]])
         prompts = [chat_prompt(r.system, r.user, next(counts) if r.image is not None else 0) for r in batch]
@@ -88,10 +96,10 @@ class TransformersTeacher:
         enc["mm_token_type_ids"] = (enc["input_ids"] == self.image_token_id).long()
         return {k: v.to(self.device) for k, v in {**enc, **extra}.items()}
 
-    def _batch(self, batch: Sequence[TeacherRequest]) -> list[str]:
+    def _batch(self, batch: Sequence[TeacherRequest], images: dict[str, Any]) -> list[str]:
         import torch
 
-        inputs = self._inputs(batch)
+        inputs = self._inputs(batch, images)
         sample = self.cfg.temperature > 0
         with torch.inference_mode():
             out = self.model.generate(
@@ -105,18 +113,20 @@ class TransformersTeacher:
         return list(self.tok.batch_decode(new, skip_special_tokens=True))
 
     def generate(self, requests: Sequence[TeacherRequest]) -> list[TeacherResult]:
-        """Generate in batches of ``teacher.batch_size``; a failing batch gives error rows."""
-        out: list[TeacherResult] = []
+        """Generate in batches of ``teacher.batch_size``; unreadable images and failing batches give error rows."""
+        images, failed = load_images(requests)
+        done: dict[str, TeacherResult] = dict(failed)
+        todo = [r for r in requests if r.id not in failed]
         bs = self.cfg.batch_size
-        for i in range(0, len(requests), bs):
-            batch = requests[i : i + bs]
+        for i in range(0, len(todo), bs):
+            batch = todo[i : i + bs]
             try:
-                texts = self._batch(batch)
-                out.extend(TeacherResult(r.id, t) for r, t in zip(batch, texts, strict=True))
+                texts = self._batch(batch, images)
+                done.update({r.id: TeacherResult(r.id, t) for r, t in zip(batch, texts, strict=True)})
             except Exception as err:  # noqa: BLE001 - recorded as error rows
                 log.warning("transformers teacher batch %d failed: %s", i // bs, err)
-                out.extend(TeacherResult(r.id, None, f"{type(err).__name__}: {err}") for r in batch)
-        return out
+                done.update({r.id: TeacherResult(r.id, None, f"{type(err).__name__}: {err}") for r in batch})
+        return [done[r.id] for r in requests]
 
     def close(self) -> None:
         """Drop the model."""

@@ -1,9 +1,9 @@
-"""Text utilities of the CoT filters: token counting, normalisation, salient keywords.
+r"""Text utilities of the CoT filters: token counting, normalisation, salient keywords.
 
 Token counts use the teacher's tokenizer when one is given (any ``transformers`` tokenizer
 directory, loaded lazily). Without one a documented **word-piece fallback** is used:
 
-* the text is split by the regular expression ``\\w+|[^\\w\\s]`` into words and single
+* the text is split by the regular expression ``\w+|[^\w\s]`` into words and single
   punctuation marks;
 * every word longer than ``piece_chars`` characters (params ``cot_curate.fallback_piece_chars``,
   default 4) counts as ``ceil(len / piece_chars)`` pieces, each punctuation mark as one.
@@ -46,8 +46,9 @@ TokenCounter = Callable[[str], int]
 
 def word_pieces(text: str, piece_chars: int) -> int:
     """Fallback token count: words and punctuation; long words count ``ceil(len/piece_chars)``."""
-    return sum(max(1, math.ceil(len(t) / piece_chars)) if t[0].isalnum() or t[0] == "_" else 1
-               for t in WORD_RE.findall(text))
+    return sum(
+        max(1, math.ceil(len(t) / piece_chars)) if t[0].isalnum() or t[0] == "_" else 1 for t in WORD_RE.findall(text)
+    )
 
 
 @lru_cache(maxsize=4)

@@ -32,9 +32,13 @@ class VerifyItem:
 
 def verify_request(item: VerifyItem, data_root: Path) -> prompts.TeacherRequest:
     """The verifier request of one chain."""
-    user = prompts.verifier_user_prompt(item.query_txt, item.task_id, item.chain.reasoning, item.chain.answer, item.target_txt)
+    user = prompts.verifier_user_prompt(
+        item.query_txt, item.task_id, item.chain.reasoning, item.chain.answer, item.target_txt
+    )
     image = str(data_root / item.query_img_path) if item.query_img_path else None
-    return prompts.TeacherRequest(item.qid, "verify", prompts.VERIFIER_SYSTEM, user, image, item.meta, item.chain.answer)
+    return prompts.TeacherRequest(
+        item.qid, "verify", prompts.VERIFIER_SYSTEM, user, image, item.meta, item.chain.answer
+    )
 
 
 def verify(verifier: Teacher, items: Sequence[VerifyItem], data_root: Path, batch: int) -> list[Verdict]:

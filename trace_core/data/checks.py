@@ -227,7 +227,8 @@ def candidate_rules(c: pd.DataFrame) -> pd.DataFrame:
     """Add the candidate rule columns."""
     out = c.copy()
     out["modality_matches_content"] = [
-        modality_matches(m, t, isinstance(i, str)) for m, t, i in zip(out.modality, out.has_txt, out.img_path, strict=True)
+        modality_matches(m, t, isinstance(i, str))
+        for m, t, i in zip(out.modality, out.has_txt, out.img_path, strict=True)
     ]
     return out
 

@@ -237,5 +237,6 @@ def run(
     else:
         rels = fetch_full(params.download, root)
     manifest = build_manifest(root, rels, source)
+    os.sync()  # every listed file is on disk before the manifest says the root is complete
     write_json(root / MANIFEST, manifest)
     log.info("wrote %s: %d files, %d bytes", root / MANIFEST, manifest["n_files"], manifest["total_bytes"])

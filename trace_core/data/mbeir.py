@@ -84,8 +84,24 @@ class TestTask:
 TEST_TASKS: tuple[TestTask, ...] = tuple(
     TestTask(i + 1, d, t)
     for i, (d, t) in enumerate(
-        [(0, 0), (9, 0), (1, 0), (2, 1), (3, 2), (2, 2), (0, 3), (9, 3), (1, 3), (4, 4),
-         (5, 6), (6, 6), (7, 7), (8, 7), (5, 8), (6, 8)]
+        [
+            (0, 0),
+            (9, 0),
+            (1, 0),
+            (2, 1),
+            (3, 2),
+            (2, 2),
+            (0, 3),
+            (9, 3),
+            (1, 3),
+            (4, 4),
+            (5, 6),
+            (6, 6),
+            (7, 7),
+            (8, 7),
+            (5, 8),
+            (6, 8),
+        ]
     )
 )
 TEST_TASKS_BY_STEM: dict[str, TestTask] = {t.stem: t for t in TEST_TASKS}

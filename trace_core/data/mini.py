@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -180,10 +181,16 @@ def _qrels_text(rows: list[dict[str, Any]]) -> str:
 def write_images(reg: Registry, params: MiniParams, root: Path) -> Iterator[Path]:
     """Render every registered image (atomic writes); yield the written paths."""
     spec = RenderSpec(params.image_size, params.jitter_px, params.shade_jitter)
+    made: set[Path] = set()
     for image, rel in tqdm(reg.images.items(), desc="render", unit="img", disable=None):
         path = root / rel
-        with atomic_open(path, "wb") as fh:
-            fh.write(png_bytes(render_scene(image.scene, spec, image.variant)))
+        if path.parent not in made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made.add(path.parent)
+        # tmp + rename keeps every image whole; durability comes from one sync before the manifest
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(png_bytes(render_scene(image.scene, spec, image.variant)))
+        os.replace(tmp, path)
         yield path
 
 

@@ -122,7 +122,13 @@ class MilvusIndex:
             self._count += len(rows)
 
     def load(self) -> None:
-        """Make the collection searchable (after all inserts)."""
+        """Seal the inserted rows, then release and load so the index is built before searching.
+
+        Milvus Lite builds indexes of flushed segments in the background and, meanwhile,
+        answers searches by brute force; a load after a release builds them synchronously.
+        """
+        self._client.flush(self.name)
+        self._client.release_collection(self.name)
         self._client.load_collection(self.name)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

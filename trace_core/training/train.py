@@ -101,7 +101,7 @@ def training_arguments(params: Params, out_dir: Path, cuda: bool) -> Any:
         weight_decay=tp.weight_decay,
         max_grad_norm=tp.max_grad_norm,
         bf16=tp.bf16,
-        gradient_checkpointing=tp.gradient_checkpointing,
+        activation_checkpointing=tp.gradient_checkpointing,
         logging_steps=tp.logging_steps,
         save_steps=tp.save_steps,
         save_total_limit=tp.save_total_limit,

@@ -1,0 +1,123 @@
+"""Training on a tiny generated M-BEIR-mini: the stage end to end (MLflow included) and exact resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from trace_core.config import MiniParams, Params, TinyModelParams, dump_params, parse_params
+from trace_core.data.mini import write_mini
+from trace_core.paths import Paths
+
+MICRO = TinyModelParams(vocab_size=600, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
+                        num_kv_heads=1, vision_depth=1, vision_embed_dim=32, vision_num_heads=2, vision_mlp_ratio=2)
+SMALL = MiniParams(image_size=56, train_per_task=4, test_per_task=2, pool_per_task=8, val_per_task=1, n_entities=12)
+
+
+def make_params(root: Path, **train: object) -> Params:
+    raw = dump_params(Params())
+    raw["model"]["tiny"] = MICRO.model_dump()
+    raw["download"]["mini"] = SMALL.model_dump()
+    raw["train"].update({"deepspeed": False, "per_device_batch_size": 8, "max_steps": 4, "logging_steps": 1,
+                         "eval_steps": 2, "save_steps": 2, "val_queries": 16, "learning_rate": 1e-3, **train})
+    raw["tracking"].update({"tracking_uri": f"sqlite:///{root / 'mlruns.db'}", "artifact_location": str(root / "mlartifacts")})
+    raw["paths"] = {k: str(root / v) for k, v in raw["paths"].items()}
+    return parse_params(raw)
+
+
+@pytest.fixture(scope="module")
+def mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("proj")
+    p = make_params(root)
+    write_mini(SMALL, p.base.seed, Paths.from_params(p).data_root)
+    return root
+
+
+@pytest.mark.slow
+def test_train_stage_end_to_end(mini_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    from trace_core.model.inference import load_encoder
+    from trace_core.training import train as stage
+
+    monkeypatch.chdir(mini_root)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("TRACE_PARENT_RUN_ID", raising=False)
+    params = make_params(mini_root)
+    paths = Paths.from_params(params)
+    summary = stage.run(params, paths)
+    metrics = json.loads(paths.metrics_file("train").read_text())
+    assert metrics["steps"] == 4 and metrics["final_loss_gen"] is not None
+    assert [s for s, _ in metrics["val_history"]] == [0, 2, 4]
+    assert 0.0 < metrics["val_r5_chance"] <= 1.0
+    meta = json.loads((paths.model_dir / "trace_meta.json").read_text())
+    assert meta["params"]["train"]["max_steps"] == 4 and meta["family"] == "tiny"
+    enc = load_encoder(paths.model_dir)
+    from trace_core.types import EncodeItem
+
+    item = EncodeItem("9:1", 0, "a red circle", None)
+    v = enc.encode_candidates([item], paths.data_root, batch_size=2)
+    qe = enc.encode_queries([item], paths.data_root, "adaptive", 4, batch_size=2)
+    assert v.shape == (1, enc.dim) and qe.vectors.shape == (1, enc.dim)
+    assert abs(float((v**2).sum()) - 1.0) < 1e-4 and qe.routes[0] in ("direct", "reasoned", "forced")
+    assert summary["registered_version"] == "1"
+    mlflow.set_tracking_uri(params.tracking.tracking_uri)
+    client = mlflow.MlflowClient()
+    version = client.get_model_version(params.tracking.registered_model, "1")
+    history = client.get_metric_history(version.run_id, "loss_ret")
+    assert len(history) == 4
+    assert client.get_metric_history(version.run_id, "val_r5")
+
+
+def _final_weights(params: Params, stop_at: int | None, resume: str | None) -> dict[str, torch.Tensor]:
+    from transformers import TrainerCallback
+
+    from trace_core.training.build import build_trainer
+    from trace_core.training.train import checkpoint_dir, load_samples
+
+    paths = Paths.from_params(params)
+    samples, _ = load_samples(params, paths)
+    parts = build_trainer(params, paths, samples, checkpoint_dir(paths), cuda=False)
+
+    class Stop(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001, ANN003
+            if stop_at is not None and state.global_step == stop_at:
+                control.should_training_stop = True
+
+    parts.trainer.add_callback(Stop())
+    parts.trainer.train(resume_from_checkpoint=resume)
+    return {k: v.detach().clone() for k, v in parts.model.state_dict().items()}
+
+
+def test_exact_resume_after_interruption(mini_root: Path, tmp_path: Path) -> None:
+    """Stop after checkpoint-2, resume: the weights equal an uninterrupted run's."""
+    from trace_core.training.train import checkpoint_dir
+
+    data = Paths.from_params(make_params(mini_root)).data_root
+    for sub in ("a", "b"):
+        (tmp_path / sub / "data").mkdir(parents=True)
+        (tmp_path / sub / "data" / "mbeir").symlink_to(data, target_is_directory=True)
+    straight = _final_weights(make_params(tmp_path / "a", eval_steps=0), None, None)
+    other = make_params(tmp_path / "b", eval_steps=0)
+    _final_weights(other, stop_at=2, resume=None)
+    ckpt = sorted(checkpoint_dir(Paths.from_params(other)).glob("checkpoint-*"))
+    assert [c.name for c in ckpt] == ["checkpoint-2"]
+    resumed = _final_weights(other, None, str(ckpt[-1]))
+    assert straight.keys() == resumed.keys()
+    for k in straight:
+        torch.testing.assert_close(resumed[k], straight[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_checkpoints_of_other_params_are_cleared(tmp_path: Path) -> None:
+    from trace_core.training.train import prepare_checkpoints
+
+    root = tmp_path / "ckpt"
+    assert prepare_checkpoints(root, "k1") is None
+    (root / "checkpoint-2").mkdir()
+    (root / "checkpoint-10").mkdir()
+    assert prepare_checkpoints(root, "k1") == str(root / "checkpoint-10")
+    assert prepare_checkpoints(root, "k2") is None
+    assert not (root / "checkpoint-10").exists()
