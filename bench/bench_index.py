@@ -88,7 +88,6 @@ def bench_size(client, n: int, dim: int, args) -> dict:
             }
             log.info("n=%d %s: %s", n, key, out[key])
         client.drop_collection(index.name)
-        log.info("n=%d %s: %s", n, index_type, out[f"milvus_{index_type}"])
     log.info("n=%d numpy: %s", n, out["numpy"])
     return out
 

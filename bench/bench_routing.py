@@ -160,6 +160,15 @@ def main() -> None:
             "tasks": edit,
             **bench_modes(encoder, query_items(paths, edit, params.base.seed, args.limit), paths, args, ex),
         }
+    with torch.inference_mode():
+        # routing overhead alone: only the queries adaptive sends direct, adaptive vs never
+        for group in ("direct_tasks", "edit_tasks"):
+            items = query_items(paths, result[group]["tasks"], params.base.seed, args.limit)
+            routes = encoder.encode_queries(items, paths.data_root, "adaptive", ex.max_new_tokens, ex.batch_size).routes
+            direct_items = [it for it, r in zip(items, routes, strict=True) if r == "direct"]
+            if direct_items:
+                sub = argparse.Namespace(**{**vars(args), "modes": "adaptive,never"})
+                result[group]["routed_direct_only"] = bench_modes(encoder, direct_items, paths, sub, ex)
     result["export"] = bench_export(encoder, paths, direct[0], args, ex)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

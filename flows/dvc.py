@@ -56,8 +56,8 @@ def dvc_command(stages: Sequence[str], overrides: Mapping[str, Scalar], force: b
             cmd += ["-S", format_override(key, value)]
     else:
         cmd += ["repro"]
-    if force:
-        cmd.append("--force")
+    if force:  # only the named stages; their upstream ran in the flow's earlier tasks
+        cmd += ["--force", "--single-item"]
     return [*cmd, *stages]
 
 

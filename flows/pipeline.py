@@ -168,12 +168,13 @@ def close_parent_run(config: RunConfig, run_id: str, status: str) -> None:
 
     params = _load_params(project_dir(config), config)
     with _in_dir(project_dir(config)):
-        tracking.end_pipeline(params, run_id, status)
+        kept = tracking.end_pipeline(params, run_id, status)
         uri = tracking.tracking_uri(params)
     if run_id:
+        note = "" if kept else "- no stage ran (DVC found everything up to date); the empty run was removed\n"
         text = (
             f"# MLflow\n\n- tracking URI: `{uri}`\n- experiment: `{params.tracking.experiment}`\n"
-            f"- parent run id: `{run_id}`\n- status: {status}\n"
+            f"- parent run id: `{run_id}`\n- status: {status}\n{note}"
         )
         create_markdown_artifact(text, key="trace-mlflow-run", description="MLflow parent run of this pipeline run")
 

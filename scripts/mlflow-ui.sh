@@ -6,12 +6,14 @@ cd "$ROOT"
 URI="${MLFLOW_TRACKING_URI:-sqlite:///mlruns.db}"
 CMD=(mlflow server --backend-store-uri "$URI" --default-artifact-root "$ROOT/mlartifacts"
      --host "$MLFLOW_HOST" --port "$MLFLOW_PORT" --workers 1)
+if [[ "${1:-}" == "--stop" ]]; then
+  stop_bg mlflow-ui TERM
+  exit 0
+fi
 echo "MLflow UI: http://$MLFLOW_HOST:$MLFLOW_PORT  (store: $URI)"
 if [[ "${1:-}" == "--background" ]]; then
   start_bg mlflow-ui "${CMD[@]}"
   wait_http "http://$MLFLOW_HOST:$MLFLOW_PORT/health" 120
-elif [[ "${1:-}" == "--stop" ]]; then
-  stop_bg mlflow-ui TERM
 else
   exec "${CMD[@]}"
 fi

@@ -4,15 +4,18 @@ Each variant is a DVC experiment (``dvc exp run -n ablation-<name> -S key=value 
 an MLflow pipeline run (parent tagged ``trace.ablation``):
 
 * ``adaptive`` / ``never`` / ``always``: the *same checkpoint* (train is cached by DVC;
-  only export, index and evaluate re-run) with implicit routing adaptive, never reasoning
-  (LamRA-style direct embedding) and always reasoning (Table 2: R@5, routing rates, QPS);
+  export, index and evaluate are forced to re-run, so every QPS is measured afresh) with
+  implicit routing adaptive, never reasoning (LamRA-style direct embedding) and always
+  reasoning (Table 2: R@5, routing rates, QPS);
 * ``no-chains``: a control trained without chains (every query routed z=0, so every
   target is ``<|emb|>`` only, and ``lambda_gen = 0``), evaluated with direct embedding
   (Table 5's "w/o CoT" row).
 
-The workspace is put back to the baseline afterwards (params.yaml and dvc.lock restored,
-``dvc checkout``). ``reports/ablation.md`` and ``reports/ablation.json`` summarise the
-numbers exactly as measured. Run it with ``make ablation`` or ``python -m trace_core.ablation``.
+Variants other than ``adaptive`` set ``tracking.promote: false`` so that they never move the
+registry's champion/challenger aliases. The workspace is put back to the baseline afterwards
+(params.yaml and dvc.lock restored, ``dvc checkout``). ``reports/ablation.md`` and
+``reports/ablation.json`` summarise the numbers exactly as measured. Run it with
+``make ablation`` or ``python -m trace_core.ablation``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,16 +48,35 @@ class Variant:
     overrides: dict[str, Any]
     description: str
     table: str  # "routing" (Table 2) or "control" (Table 5)
-    extra_tags: dict[str, str] = field(default_factory=dict)
+    force_from: str | None = None  # re-run this stage and everything after it (fresh timings)
 
 
 VARIANTS: tuple[Variant, ...] = (
-    Variant("adaptive", {"export.routing": "adaptive"}, "TRACE, implicit adaptive routing", "routing"),
-    Variant("never", {"export.routing": "never"}, "same checkpoint, never reason (direct embedding)", "routing"),
-    Variant("always", {"export.routing": "always"}, "same checkpoint, always reason (forced CoT)", "routing"),
+    Variant(
+        "adaptive", {"export.routing": "adaptive"}, "TRACE, implicit adaptive routing", "routing", force_from="export"
+    ),
+    Variant(
+        "never",
+        {"export.routing": "never", "tracking.promote": False},
+        "same checkpoint, never reason (direct embedding)",
+        "routing",
+        force_from="export",
+    ),
+    Variant(
+        "always",
+        {"export.routing": "always", "tracking.promote": False},
+        "same checkpoint, always reason (forced CoT)",
+        "routing",
+        force_from="export",
+    ),
     Variant(
         "no-chains",
-        {"cot_generate.routing.reason_datasets": [], "train.lambda_gen": 0.0, "export.routing": "never"},
+        {
+            "cot_generate.routing.reason_datasets": [],
+            "train.lambda_gen": 0.0,
+            "export.routing": "never",
+            "tracking.promote": False,
+        },
         "control trained without chains (all targets <|emb|> only, lambda_gen = 0), direct embedding",
         "control",
     ),
@@ -126,7 +148,9 @@ def report_markdown(rows: Mapping[str, Mapping[str, Any]], meta: Mapping[str, An
         "# Ablation on M-BEIR-mini",
         "",
         f"Real runs of this repository (git `{meta['git_commit'][:12]}`, {meta['profile']} profile); numbers as "
-        "measured, local pools, reported recall per column (R@5; R@10 for Fashion200K/FashionIQ), in %.",
+        "measured, local pools, reported recall per column (R@5; R@10 for Fashion200K/FashionIQ), in %. "
+        f"Query QPS is wall-clock query encoding on this machine ({meta.get('cpus', '?')} CPU cores, shared with "
+        "whatever else ran), so treat small QPS differences as noise.",
         "",
         "## Routing modes on the same checkpoint (paper Table 2)",
         "",
@@ -193,6 +217,13 @@ def run_dvc(args: Sequence[str], root: Path, env: Mapping[str, str], check: bool
     return rc
 
 
+def existing_experiments(root: Path, env: Mapping[str, str]) -> set[str]:
+    """Names of the DVC experiments of the repository (all commits)."""
+    cmd = [_dvc(), "exp", "list", "--all-commits", "--name-only"]
+    out = subprocess.run(cmd, cwd=root, env=dict(env), capture_output=True, text=True, check=False).stdout
+    return set(out.split())
+
+
 def run_variant(variant: Variant, params: Params, root: Path) -> tuple[dict[str, Any], str, str]:
     """Run one variant as a DVC experiment under its own MLflow parent; return its metrics."""
     from trace_core import tracking
@@ -205,11 +236,13 @@ def run_variant(variant: Variant, params: Params, root: Path) -> tuple[dict[str,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     name = f"ablation-{variant.name}"
-    run_dvc(["exp", "remove", name], root, env, check=False)
+    if name in existing_experiments(root, env):
+        run_dvc(["exp", "remove", name], root, env)
     status = "FAILED"
     try:
         overrides = {**variant.overrides, "base.run_name": f"ablation-{variant.name}"}
-        run_dvc(["exp", "run", "-n", name, *set_args(overrides)], root, env)
+        force = ["--force", "--downstream", variant.force_from] if variant.force_from else []
+        run_dvc(["exp", "run", "-n", name, *set_args(overrides), *force], root, env)
         status = "FINISHED"
     finally:
         tracking.end_pipeline(vparams, parent, status)
@@ -238,7 +271,7 @@ def run(params_path: Path = Path("params.yaml"), only: Sequence[str] | None = No
         for path, text in saved.items():
             path.write_text(text)
         run_dvc(["checkout", "--force"], root, os.environ, check=False)
-    meta.update(git_commit=tracking.git_commit(), profile=params.base.profile)
+    meta.update(git_commit=tracking.git_commit(), profile=params.base.profile, cpus=os.cpu_count())
     reports = root / params.paths.reports_dir
     write_json(reports / "ablation.json", {"rows": rows, "meta": meta})
     out = reports / "ablation.md"

@@ -179,6 +179,7 @@ class TinyModelParams(Section):
     """The ``tiny`` preset: a Qwen2-VL-architecture model from a small config, random weights."""
 
     vocab_size: int = 2048
+    min_vocab_size: int = 0
     hidden_size: int = 128
     intermediate_size: int = 512
     num_layers: int = 2
@@ -220,20 +221,26 @@ class ModelParams(Section):
 
 
 class TrainParams(Section):
-    """Joint training (generation CE + InfoNCE) with DeepSpeed ZeRO-3."""
+    """Joint training (generation CE + InfoNCE) with DeepSpeed ZeRO-3.
 
-    lambda_gen: float = 1.0
+    Defaults are the embedded (tiny, random-init) recipe: ``lambda_gen`` 0.2 because from
+    random weights the CE gradient on ``<|emb|>`` swamps InfoNCE at first and collapses the
+    pooled states; lr 2e-3 for a from-scratch model. The full preset uses the paper's
+    ``lambda_gen`` 1.0 and lr 2e-4.
+    """
+
+    lambda_gen: float = 0.2
     lambda_ret: float = 1.0
     temperature: float = 0.05
     learnable_temperature: bool = False
     hard_negatives: int = 0
     gather_across_ranks: bool = True
     per_device_batch_size: int = 32
-    epochs: float = 3.0
+    epochs: float = 4.0
     max_steps: int = -1
-    learning_rate: float = 2e-4
+    learning_rate: float = 2e-3
     lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
+    warmup_ratio: float = 0.05
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     bf16: bool = False
@@ -242,13 +249,12 @@ class TrainParams(Section):
     zero_stage: int = 3
     offload: bool = False
     task_balanced: bool = True
-    logging_steps: int = 10
-    eval_steps: int = 50
+    logging_steps: int = 25
+    eval_steps: int = 100
     save_steps: int = 100
     val_queries: int = 200
     val_k: int = 5
     save_total_limit: int = 2
-    grad_cache_chunk: int = 0
 
 
 class ExportParams(Section):
@@ -296,6 +302,7 @@ class TrackingParams(Section):
     experiment: str = "trace"
     registered_model: str = "trace-retriever"
     enabled: bool = True
+    promote: bool = True  # evaluate may move the champion/challenger aliases (ablation variants: false)
 
 
 class Params(Section):

@@ -75,8 +75,11 @@ class TracePyfunc(PythonModel):  # type: ignore[misc]
 
         self.encoder = load_encoder(Path(context.artifacts["model_dir"]))
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
-        """Embed every row of ``model_input``; returns an (n, dim) float32 array."""
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        """Embed every row of ``model_input`` (a DataFrame); returns an (n, dim) float32 array.
+
+        Left unannotated on purpose: MLflow reads type hints of ``predict`` as a schema.
+        """
         from pathlib import Path
 
         import numpy as np

@@ -19,7 +19,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +41,7 @@ TAG_STAGE = "trace.stage"
 TAG_DVC_EXP = "trace.dvc_exp"
 TAG_SCORE = "trace.mbeir_average"
 TAG_DECISION = "trace.promotion"
+TAG_MODEL_ID = "trace.model_id"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 LAST_STAGE = "evaluate"
@@ -114,14 +114,30 @@ def run_tags(params: Params) -> dict[str, str]:
 
 # --- store --------------------------------------------------------------------------------
 def tracking_uri(params: Params) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else ``params.tracking.tracking_uri``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.tracking_uri
+    """``MLFLOW_TRACKING_URI`` if set, else ``params.tracking.tracking_uri``.
+
+    A relative SQLite path is made absolute against the working directory now, so the
+    store does not move when the process changes directory later.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.tracking_uri
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        uri = prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
 
 
 def _client(params: Params) -> MlflowClient:
     uri = tracking_uri(params)
+    # mlflow.set_*_uri also export MLFLOW_*_URI to os.environ; keep the user's values so a
+    # long-lived process (Prefect server, tests) does not leak one project's store into the next.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -169,10 +185,14 @@ def start_pipeline(params: Params, reuse: bool = True, tags: Mapping[str, str] |
     return str(run.info.run_id)
 
 
-def end_pipeline(params: Params, run_id: str, status: str = "FINISHED") -> None:
-    """Close a pipeline parent run; a parent without any stage run is deleted instead."""
+def end_pipeline(params: Params, run_id: str, status: str = "FINISHED") -> bool:
+    """Close a pipeline parent run; a parent without any stage run is deleted instead.
+
+    Returns:
+        True if the run was kept (it has stage runs), False if deleted or tracking is off.
+    """
     if not params.tracking.enabled or not run_id:
-        return
+        return False
     client = _client(params)
     run = client.get_run(run_id)
     children = client.search_runs(
@@ -180,9 +200,11 @@ def end_pipeline(params: Params, run_id: str, status: str = "FINISHED") -> None:
     )
     if not children:
         client.delete_run(run_id)
-        return
+        log.info("no stage ran (DVC found everything up to date): empty MLflow run %s removed", run_id)
+        return False
     if run.info.status == "RUNNING":
         client.set_terminated(run_id, status=status)
+    return True
 
 
 def _param_value(value: Any) -> str:
@@ -201,7 +223,7 @@ def stage_run(params: Params, stage: str) -> Iterator[str]:
     keys the stage reads. Yields the run id ("" and no-op everywhere if tracking is off).
     Re-entrant: inside an open run of the same stage it yields that run.
     """
-    if not params.tracking.enabled:
+    if not params.tracking.enabled or os.environ.get("RANK", "0") != "0":  # one run per stage, from rank 0
         yield ""
         return
     if _ACTIVE and _ACTIVE[-1][1] == stage:
@@ -312,42 +334,26 @@ def set_tags(tags: Mapping[str, Any]) -> None:
         mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
-# --- model registry ---------------------------------------------------------------------------
+# --- model registry (implemented in trace_core.registry) --------------------------------------
 def register_model(params: Params, model_dir: Path) -> str:
-    """Log a pyfunc model that loads the saved HF files and register it; return the version.
+    """Log a pyfunc that loads the saved HF files from the active stage run, register it; return the version."""
+    from trace_core import registry
 
-    The pyfunc is defined as code (:mod:`trace_core.serving`), so nothing is pickled; the
-    saved weights, tokenizer and image processor travel as the ``model_dir`` artifact.
-    Must be called inside :func:`stage_run`.
-    """
-    if not params.tracking.enabled or not _ACTIVE:
-        return ""
-    from trace_core.serving import model_code, signature
-
-    _client(params)
-    with tempfile.TemporaryDirectory() as tmp:
-        code = Path(tmp) / "trace_pyfunc.py"
-        code.write_text(model_code())
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(code),
-            artifacts={"model_dir": str(Path(model_dir).resolve())},
-            signature=signature(),
-            registered_model_name=params.tracking.registered_model,
-        )
-    version = str(info.registered_model_version)
-    set_tags({"trace.registered_version": version})
-    log.info("registered %s version %s", params.tracking.registered_model, version)
-    return version
+    return registry.register_model(params, model_dir)
 
 
-def _champion_score(client: MlflowClient, name: str) -> tuple[str, float] | None:
-    try:
-        mv = client.get_model_version_by_alias(name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        return None
-    score = mv.tags.get(TAG_SCORE)
-    return (str(mv.version), float(score)) if score is not None else (str(mv.version), float("-inf"))
+def promote(params: Params, version: str, score: float) -> str:
+    """Alias ``version`` champion iff ``score`` beats the current champion's, else challenger."""
+    from trace_core import registry
+
+    return registry.promote(params, version, score)
+
+
+def promote_model(params: Params, model_id: str | None, score: float | None) -> str:
+    """After evaluation: promote the version registered for ``model_id``; "" if none."""
+    from trace_core import registry
+
+    return registry.promote_model(params, model_id, score)
 
 
 def decide_alias(score: float, version: str, champion: tuple[str, float] | None) -> str:
@@ -357,55 +363,11 @@ def decide_alias(score: float, version: str, champion: tuple[str, float] | None)
     return CHAMPION if score > champion[1] else CHALLENGER
 
 
-def promote(params: Params, version: str, score: float) -> str:
-    """Alias ``version`` champion iff ``score`` beats the current champion's, else challenger.
-
-    The score is stored as a version tag (``trace.mbeir_average``); the decision is tagged on
-    the version, logged to the active run (tags + ``promotion.json``) and returned.
-    """
-    if not params.tracking.enabled or not version:
-        return ""
-    client = _client(params)
-    name = params.tracking.registered_model
-    champion = _champion_score(client, name)
-    alias = decide_alias(score, version, champion)
-    client.set_model_version_tag(name, version, TAG_SCORE, str(score))
-    client.set_model_version_tag(name, version, TAG_DECISION, alias)
-    client.set_registered_model_alias(name, alias, version)
-    decision = {
-        "model": name,
-        "version": version,
-        "score": score,
-        "alias": alias,
-        "previous_champion": champion[0] if champion else None,
-        "previous_champion_score": champion[1] if champion else None,
-    }
-    log.info("promotion: %s", decision)
-    if _ACTIVE:
-        set_tags({TAG_DECISION: alias, "trace.promoted_version": version})
-        mlflow.log_dict(decision, "promotion.json")
-    return alias
-
-
 def find_model_run(params: Params) -> str | None:
     """Run id of the latest registered version of the model (None if none registered)."""
-    if not params.tracking.enabled:
-        return None
-    client = _client(params)
-    versions = client.search_model_versions(f"name = '{params.tracking.registered_model}'")
-    if not versions:
-        return None
-    latest = max(versions, key=lambda mv: int(mv.version))
-    return str(latest.run_id) if latest.run_id else None
+    from trace_core import registry
 
-
-def latest_version(params: Params) -> str | None:
-    """Number of the latest registered version of the model (None if none registered)."""
-    if not params.tracking.enabled:
-        return None
-    client = _client(params)
-    versions = client.search_model_versions(f"name = '{params.tracking.registered_model}'")
-    return str(max(int(mv.version) for mv in versions)) if versions else None
+    return registry.find_model_run(params)
 
 
 # --- command line (used by scripts/demo.sh around `dvc repro`) ---------------------------------

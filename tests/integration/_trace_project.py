@@ -52,7 +52,9 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run a command in the project copy; raise with its output on failure."""
     proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -66,7 +68,8 @@ def make_project(dest: Path, overrides: Mapping[str, Any] | None = None) -> Path
     for key, value in {**SMALL, **(overrides or {})}.items():
         set_key(raw, key, value)
     (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    (dest / ".gitignore").write_text("/mlruns.db\n/mlartifacts\n/.trace\n/__pycache__\n")
+    ignored = (ROOT / ".gitignore").read_text() if (ROOT / ".gitignore").exists() else ""
+    (dest / ".gitignore").write_text(ignored + "\n/mlruns.db\n/mlartifacts\n/.trace\n__pycache__/\n")
     run(["git", "init", "-q"], dest)
     run(["git", "config", "user.email", "ci@example.invalid"], dest)
     run(["git", "config", "user.name", "ci"], dest)

@@ -223,3 +223,16 @@ def test_query_dimension_mismatch_is_named(setup):
         DataError, match=r"mscoco_task0/manifest.json:dim: query dimension 18 differs from the index's 16"
     ):
         evaluate.run(params, paths)
+
+
+def test_stale_index_and_bad_routing_are_named(setup):
+    params, paths = setup
+    with pytest.raises(DataError, match="routing must be adaptive, never or always, got 'sometimes'"):
+        export.run(params, paths, routing="sometimes", encoder=KeyEncoder())
+    export.run(params, paths, encoder=KeyEncoder())
+    build_index.run(params, paths)
+    other = KeyEncoder()
+    other.model_id = "another-model"
+    export.run(params, paths, encoder=other)
+    with pytest.raises(DataError, match="index built for model test-key-encoder, embeddings are from another-model"):
+        evaluate.run(params, paths)

@@ -52,7 +52,17 @@ def _children(project: Path, parent: str) -> list[str]:
 def test_dvc_command_forms() -> None:
     assert dvc_command(["train"], {})[1:] == ["repro", "train"]
     cmd = dvc_command(["validate"], {"train.lambda_gen": 0.0, "export.routing": "never"}, force=True)
-    assert cmd[1:] == ["exp", "run", "-S", "export.routing=never", "-S", "train.lambda_gen=0.0", "--force", "validate"]
+    assert cmd[1:] == [
+        "exp",
+        "run",
+        "-S",
+        "export.routing=never",
+        "-S",
+        "train.lambda_gen=0.0",
+        "--force",
+        "--single-item",
+        "validate",
+    ]
     assert format_override("a.b", [5, 6]) == "a.b=[5, 6]"
     assert format_override("a.b", None) == "a.b=null"
 

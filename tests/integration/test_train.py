@@ -12,8 +12,18 @@ from trace_core.config import MiniParams, Params, TinyModelParams, dump_params, 
 from trace_core.data.mini import write_mini
 from trace_core.paths import Paths
 
-MICRO = TinyModelParams(vocab_size=600, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
-                        num_kv_heads=1, vision_depth=1, vision_embed_dim=32, vision_num_heads=2, vision_mlp_ratio=2)
+MICRO = TinyModelParams(
+    vocab_size=600,
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=1,
+    num_heads=2,
+    num_kv_heads=1,
+    vision_depth=1,
+    vision_embed_dim=32,
+    vision_num_heads=2,
+    vision_mlp_ratio=2,
+)
 SMALL = MiniParams(image_size=56, train_per_task=4, test_per_task=2, pool_per_task=8, val_per_task=1, n_entities=12)
 
 
@@ -21,9 +31,22 @@ def make_params(root: Path, **train: object) -> Params:
     raw = dump_params(Params())
     raw["model"]["tiny"] = MICRO.model_dump()
     raw["download"]["mini"] = SMALL.model_dump()
-    raw["train"].update({"deepspeed": False, "per_device_batch_size": 8, "max_steps": 4, "logging_steps": 1,
-                         "eval_steps": 2, "save_steps": 2, "val_queries": 16, "learning_rate": 1e-3, **train})
-    raw["tracking"].update({"tracking_uri": f"sqlite:///{root / 'mlruns.db'}", "artifact_location": str(root / "mlartifacts")})
+    raw["train"].update(
+        {
+            "deepspeed": False,
+            "per_device_batch_size": 8,
+            "max_steps": 4,
+            "logging_steps": 1,
+            "eval_steps": 2,
+            "save_steps": 2,
+            "val_queries": 16,
+            "learning_rate": 1e-3,
+            **train,
+        }
+    )
+    raw["tracking"].update(
+        {"tracking_uri": f"sqlite:///{root / 'mlruns.db'}", "artifact_location": str(root / "mlartifacts")}
+    )
     raw["paths"] = {k: str(root / v) for k, v in raw["paths"].items()}
     return parse_params(raw)
 
@@ -53,6 +76,8 @@ def test_train_stage_end_to_end(mini_root: Path, monkeypatch: pytest.MonkeyPatch
     assert metrics["steps"] == 4 and metrics["final_loss_gen"] is not None
     assert [s for s, _ in metrics["val_history"]] == [0, 2, 4]
     assert 0.0 < metrics["val_r5_chance"] <= 1.0
+    curve = (paths.reports_dir / "train" / "curve.csv").read_text().splitlines()
+    assert curve[0].startswith("step,loss,loss_gen,loss_ret") and len(curve) == 1 + 5  # steps 0..4
     meta = json.loads((paths.model_dir / "trace_meta.json").read_text())
     assert meta["params"]["train"]["max_steps"] == 4 and meta["family"] == "tiny"
     enc = load_encoder(paths.model_dir)
@@ -121,3 +146,24 @@ def test_checkpoints_of_other_params_are_cleared(tmp_path: Path) -> None:
     assert prepare_checkpoints(root, "k1") == str(root / "checkpoint-10")
     assert prepare_checkpoints(root, "k2") is None
     assert not (root / "checkpoint-10").exists()
+
+
+@pytest.mark.slow
+def test_zero3_cpu_stage_trains_and_saves(mini_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DeepSpeed ZeRO-3 on the CPU accelerator (gloo, one process) through the same stage code."""
+    from trace_core.model.inference import load_encoder
+    from trace_core.training import train as stage
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mbeir").symlink_to(Paths.from_params(make_params(mini_root)).data_root)
+    params = make_params(tmp_path, deepspeed=True, max_steps=3, eval_steps=3, save_steps=2)
+    params = parse_params({**dump_params(params), "tracking": {**dump_params(params)["tracking"], "enabled": False}})
+    paths = Paths.from_params(params)
+    summary = stage.run(params, paths)
+    assert summary["steps"] == 3 and summary["final_loss"] is not None
+    assert (stage.checkpoint_dir(paths) / "checkpoint-2").is_dir()
+    enc = load_encoder(paths.model_dir)
+    assert enc.dim == MICRO.hidden_size

@@ -83,7 +83,9 @@ def test_gathered_loss_and_grads_equal_single_process() -> None:
     ref, ref_acc = info_nce_from_embeddings(qs, cs, 0.05, gather=False, n_negatives=n_neg)
     ref.backward()
     out = mp.Manager().dict()
-    mp.start_processes(_worker, args=(world, _free_port(), q, c, n_neg, out), nprocs=world, join=True, start_method="fork")
+    mp.start_processes(
+        _worker, args=(world, _free_port(), q, c, n_neg, out), nprocs=world, join=True, start_method="fork"
+    )
     for rank in range(world):
         loss, acc, gq, gc = out[rank]
         assert loss == pytest.approx(ref.item(), rel=1e-5)

@@ -17,8 +17,18 @@ from trace_core.model.trace_model import HeadConfig, TraceModel
 from trace_core.types import EncodeItem
 
 TEXTS = ["a red circle left of a blue square", "make the circle green", "the entity Zorbia is a city"] * 20
-MICRO = TinyModelParams(vocab_size=400, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
-                        vision_depth=1, vision_embed_dim=32, vision_num_heads=2, vision_mlp_ratio=2)
+MICRO = TinyModelParams(
+    vocab_size=400,
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=2,
+    num_heads=2,
+    num_kv_heads=1,
+    vision_depth=1,
+    vision_embed_dim=32,
+    vision_num_heads=2,
+    vision_mlp_ratio=2,
+)
 
 
 @pytest.fixture(scope="module")

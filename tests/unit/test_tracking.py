@@ -13,17 +13,23 @@ mlflow = pytest.importorskip("mlflow")
 tracking = pytest.importorskip("trace_core.tracking")
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mlflow")  # one database for the module: migrations run once
+
+
 @pytest.fixture()
-def params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Params:
+def params(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Params:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
+    name = request.node.name.replace("_", "-")
     raw = {
         "tracking": {
-            "tracking_uri": f"sqlite:///{tmp_path / 'mlruns.db'}",
-            "artifact_location": str(tmp_path / "mlartifacts"),
-            "experiment": "trace-test",
-            "registered_model": "trace-test-model",
+            "tracking_uri": f"sqlite:///{store / 'mlruns.db'}",
+            "artifact_location": str(store / "mlartifacts" / name),
+            "experiment": f"exp-{name}",
+            "registered_model": f"model-{name}",
         }
     }
     return Params.model_validate(raw)
@@ -120,3 +126,15 @@ def test_promotion_on_constructed_runs(params: Params, tmp_path: Path) -> None:
     assert str(champ.version) == "3" and float(champ.tags[tracking.TAG_SCORE]) == 0.45
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "4"
     assert tracking.find_model_run(params) == client.get_model_version(name, "4").run_id
+
+
+def test_promote_model_finds_version_by_model_id(params: Params) -> None:
+    client = _client(params)
+    name = params.tracking.registered_model
+    with tracking.stage_run(params, "train") as rid:
+        version = _constructed_version(params, client, rid)
+        client.set_model_version_tag(name, version, tracking.TAG_MODEL_ID, "abc123")
+    with tracking.stage_run(params, "evaluate"):
+        assert tracking.promote_model(params, "unknown-id", 0.9) == ""
+        assert tracking.promote_model(params, "abc123", 0.2) == "champion"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == version

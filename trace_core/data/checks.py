@@ -277,8 +277,8 @@ def image_table(refs: dict[str, str], root: Path, fraction: float) -> pd.DataFra
         if not sampled(rel, fraction):
             continue
         p = root / rel
-        exists = p.is_file()
-        rows.append({"img_path": rel, "referenced_at": ref, "exists": exists, "decodes": exists and decodes(p)})
+        exists = p.is_file()  # a missing file fails image_exists only, not image_decodes too
+        rows.append({"img_path": rel, "referenced_at": ref, "exists": exists, "decodes": not exists or decodes(p)})
     return pd.DataFrame(rows, columns=["img_path", "referenced_at", "exists", "decodes"])
 
 
@@ -322,11 +322,13 @@ def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
 
 
 def _image_refs(frames: list[pd.DataFrame]) -> dict[str, str]:
+    """First reference of every image path (queries and local pools before union pools)."""
     refs: dict[str, str] = {}
-    for df in frames:
-        for f, line, img in zip(df.file, df.line, df.img_path, strict=True):
-            if isinstance(img, str) and img not in refs:
-                refs[img] = f"{f}:line {line}"
+    for union_pass in (False, True):
+        for df in frames:
+            for f, line, img in zip(df.file, df.line, df.img_path, strict=True):
+                if isinstance(img, str) and img not in refs and ("/global/" in f) == union_pass:
+                    refs[img] = f"{f}:line {line}"
     return refs
 
 

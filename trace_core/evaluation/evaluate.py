@@ -104,6 +104,10 @@ class Searcher:
                     self.paths.index_manifest, f"pool '{pool}'", "pool not in the index (re-run `trace index`)"
                 )
             path = self.paths.embeddings_dir / entry["embeddings"]
+            if load_manifest(path)["hash"] != entry["hash"]:
+                raise DataError(
+                    path, "hash", f"pool '{pool}' was re-exported after the index was built (run `trace index`)"
+                )
             self._cache[pool] = (open_index(self.params, entry, path, self.client), pool_ids(path))
         return self._cache[pool]
 
@@ -153,9 +157,17 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
         raise DataError(paths.index_manifest, "file", "no index manifest (run `trace index`)")
     imanifest = read_json(paths.index_manifest)
     top = read_json(paths.embeddings_dir / "manifest.json")
+    if top["model_id"] != imanifest.get("model_id"):
+        raise DataError(
+            paths.index_manifest,
+            "model_id",
+            f"index built for model {imanifest.get('model_id')}, embeddings are from {top['model_id']}",
+        )
     tasks = [t for t in present_test_tasks(paths.data_root) if t.stem in top["queries"]]
     queries = {t.stem: paths.embeddings_dir / top["queries"][t.stem] for t in tasks}
     scopes = ["local"] + ([UNION] if params.evaluate.union_pool and UNION in imanifest["pools"] else [])
+    if params.evaluate.union_pool and UNION not in imanifest["pools"]:
+        log.warning("evaluate.union_pool is set but no union pool was exported/indexed: local pools only")
     searcher = Searcher(params, paths, imanifest)
     try:
         scoped = {scope: evaluate_scope(scope, tasks, queries, searcher) for scope in scopes}

@@ -56,7 +56,7 @@ def recall_at_ks(
     for k in ks:
         hits = [hit_at_k(rankings.get(q, ()), positives.get(q, frozenset()), k) for q in qids]
         out[f"R@{k}"] = sum(hits) / len(hits) if hits else 0.0
-    out["n_queries"] = float(len(qids))
+    out["n_queries"] = len(qids)
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -153,15 +154,20 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def log_to_tracking(params: Params, metrics: dict[str, Any], files: list[Path]) -> None:
-    """Log metrics, report, plots and run files to an ``evaluate`` run tagged with the model's run."""
+    """Log metrics, report, plots and run files to the ``evaluate`` stage run, tagged with the model's run.
+
+    The CLI already opens the stage run (``track_stage``); a direct call opens its own.
+    """
     if not params.tracking.enabled:
         return
     from trace_core import tracking
 
     model_run = tracking.find_model_run(params)
-    with tracking.stage_run(params, "evaluate"):
+    opened = nullcontext() if tracking.active_run_id() else tracking.stage_run(params, "evaluate")
+    with opened:
         tracking.set_tags({"trace.model_run_id": model_run or "", "trace.model_id": metrics.get("model_id") or ""})
         tracking.log_metrics(flat_metrics(metrics))
         for path in files:
             tracking.log_artifact(path, "evaluation")
+        tracking.promote_model(params, metrics.get("model_id"), metrics["local"]["table"].get("average"))
     log.info("evaluation logged to MLflow (model run %s)", model_run)

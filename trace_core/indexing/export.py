@@ -8,12 +8,11 @@ the time spent in ``encode_queries``, from which evaluate reports query-encoding
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 from tqdm import tqdm
@@ -239,9 +238,9 @@ def _device(choice: str) -> str:
 
 def run(params: Params, paths: Paths, routing: str | None = None, encoder: Encoder | None = None) -> dict[str, Any]:
     """Export every present test task's queries and local pool, then the union pool."""
-    mode = routing or params.export.routing
-    if mode not in ("adaptive", "never", "always"):
-        raise DataError("--routing", "option", f"routing must be adaptive, never or always, got '{mode}'")
+    if (routing or params.export.routing) not in ("adaptive", "never", "always"):
+        raise DataError("--routing", "option", f"routing must be adaptive, never or always, got '{routing}'")
+    mode = cast(RoutingMode, routing or params.export.routing)
     tasks = present_test_tasks(paths.data_root)
     if not tasks:
         raise DataError(paths.data_root, "query/test", "no test query file found (run `trace download`)")
@@ -253,7 +252,7 @@ def run(params: Params, paths: Paths, routing: str | None = None, encoder: Encod
     queries, pools, local_dids = {}, {}, {}
     for task in tasks:
         qdir, pdir = split_dir / "queries" / task.stem, split_dir / "candidates" / task.stem
-        m = export_task_queries(encoder, task, params, paths, mode, qdir)  # type: ignore[arg-type]
+        m = export_task_queries(encoder, task, params, paths, mode, qdir)
         log.info("%s: %d queries, %.1f q/s, routes %s", task.stem, m["count"], m["qps"], m["routes"])
         queries[task.stem] = str((qdir / "manifest.json").relative_to(paths.embeddings_dir))
         _, local_dids[task.stem] = export_local_pool(encoder, task, params, paths, pdir)
@@ -277,8 +276,3 @@ def run(params: Params, paths: Paths, routing: str | None = None, encoder: Encod
     write_json(paths.embeddings_dir / "manifest.json", top)
     log.info("export done: %d tasks, %d routed queries -> %s", len(tasks), n_routed, paths.embeddings_dir)
     return top
-
-
-def read_routing_log(path: Path) -> list[dict[str, Any]]:
-    """Rows of ``routing.jsonl`` (for reports and tests)."""
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

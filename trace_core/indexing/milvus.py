@@ -41,6 +41,12 @@ def connect(uri: str, timeout_s: float) -> Any:
     from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
 
+    if uri.endswith(".db"):
+        # Milvus Lite serves gRPC in this process; pymilvus 3 probes AllocTimestamp, which it
+        # does not implement, and grpc logs a harmless traceback for it on every insert.
+        logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+        for name in ("milvus_lite.engine", "faiss.loader"):  # per-segment and loader chatter
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         client = MilvusClient(uri, timeout=timeout_s)
         client.list_collections()

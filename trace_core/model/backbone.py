@@ -85,7 +85,7 @@ def tiny_config(tiny: TinyModelParams, tokenizer: Any) -> Any:
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (IMAGE_PAD, VIDEO_PAD, VISION_START, VISION_END)}
     text = {
-        "vocab_size": len(tokenizer),
+        "vocab_size": max(len(tokenizer), tiny.min_vocab_size),
         "hidden_size": tiny.hidden_size,
         "intermediate_size": tiny.intermediate_size,
         "num_hidden_layers": tiny.num_layers,
@@ -97,6 +97,7 @@ def tiny_config(tiny: TinyModelParams, tokenizer: Any) -> Any:
             "rope_theta": tiny.rope_theta,
             "mrope_section": mrope_section(tiny.hidden_size // tiny.num_heads),
         },
+        "bos_token_id": None,
         "pad_token_id": tokenizer.pad_token_id,
         "eos_token_id": tokenizer.eos_token_id,
     }
@@ -160,7 +161,9 @@ def load_pretrained(mp: ModelParams, dtype: torch.dtype) -> Backbone:
     return Backbone(model, processors(tokenizer, image_processor(mp, source), mp, merge), mp.family)
 
 
-def build_backbone(mp: ModelParams, texts: Iterable[str], seed: int, dtype: torch.dtype, tokenizer: Any = None) -> Backbone:
+def build_backbone(
+    mp: ModelParams, texts: Iterable[str], seed: int, dtype: torch.dtype, tokenizer: Any = None
+) -> Backbone:
     """The backbone named by ``model.family`` (tiny: trained or given tokenizer + random weights)."""
     family_of(mp)
     if mp.family == "tiny":

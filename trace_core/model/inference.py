@@ -103,8 +103,14 @@ def routed_encode(model: TraceModel, batch: dict[str, Any], mode: RoutingMode, m
     return RoutedBatch(vectors, routes, generated)
 
 
-def _decode(model: TraceModel, st: _Decoding, vectors: torch.Tensor, routes: list[Route],
-            generated: list[list[int]], max_new_tokens: int) -> None:
+def _decode(
+    model: TraceModel,
+    st: _Decoding,
+    vectors: torch.Tensor,
+    routes: list[Route],
+    generated: list[list[int]],
+    max_new_tokens: int,
+) -> None:
     """Greedy cached decoding of the active rows until each predicts (or is forced) ``<|emb|>``."""
     emb_id = model.ids.emb
     while st.rows.numel():
@@ -157,12 +163,15 @@ class TraceEncoder:
         for s in self._batches(items, batch_size, "candidates"):
             chunk = items[s : s + batch_size]
             n = len(chunk)
-            batch = encode_items(self.proc, chunk, ["candidate"] * n, [self.proc.emb_token] * n, [False] * n, image_root)
+            batch = encode_items(
+                self.proc, chunk, ["candidate"] * n, [self.proc.emb_token] * n, [False] * n, image_root
+            )
             out.append(self.model.encode_candidates(self._to_device(batch)).float().cpu().numpy())
         return np.concatenate(out, axis=0)
 
-    def encode_queries(self, items: Sequence[EncodeItem], image_root: Path, mode: RoutingMode,
-                       max_new_tokens: int, batch_size: int) -> QueryEncoding:
+    def encode_queries(
+        self, items: Sequence[EncodeItem], image_root: Path, mode: RoutingMode, max_new_tokens: int, batch_size: int
+    ) -> QueryEncoding:
         """Routed query embeddings; direct rows cost one forward, the others decode."""
         vecs, routes, new_tokens, chains = [np.zeros((0, self.dim), dtype=np.float32)], [], [], []
         for s in self._batches(items, batch_size, "queries"):

@@ -23,18 +23,22 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from transformers.utils import ModelOutput
 
 from trace_core.model.collate import IGNORE_INDEX
 
 
 @dataclass
-class LossOutput:
-    """One training step's losses; ``loss`` is what is back-propagated."""
+class LossOutput(ModelOutput):
+    """One training step's losses; ``loss`` is what is back-propagated.
 
-    loss: torch.Tensor
-    loss_gen: torch.Tensor
-    loss_ret: torch.Tensor
-    accuracy: torch.Tensor
+    A ``ModelOutput`` (a mapping), so DeepSpeed ZeRO-3 hooks can see its tensors.
+    """
+
+    loss: torch.Tensor | None = None
+    loss_gen: torch.Tensor | None = None
+    loss_ret: torch.Tensor | None = None
+    accuracy: torch.Tensor | None = None
 
 
 def world() -> tuple[int, int]:
@@ -115,7 +119,9 @@ def generation_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
 
 
-def combine(loss_gen: torch.Tensor, loss_ret: torch.Tensor, lambda_gen: float, lambda_ret: float, ret_scale: float) -> torch.Tensor:
+def combine(
+    loss_gen: torch.Tensor, loss_ret: torch.Tensor, lambda_gen: float, lambda_ret: float, ret_scale: float
+) -> torch.Tensor:
     """``lambda_gen * L_gen + lambda_ret * ret_scale * L_ret``.
 
     ``ret_scale`` is the world size when InfoNCE is gathered: every rank holds the full

@@ -50,8 +50,13 @@ class SpecialIds:
 def special_ids(tokenizer: Any, emb_token: str) -> SpecialIds:
     """Look up the ids of the special tokens; fail loudly if one is missing."""
     ids = {}
-    for name, tok in (("emb", emb_token), ("image_pad", IMAGE_PAD), ("vision_start", VISION_START),
-                      ("vision_end", VISION_END), ("im_end", IM_END)):
+    for name, tok in (
+        ("emb", emb_token),
+        ("image_pad", IMAGE_PAD),
+        ("vision_start", VISION_START),
+        ("vision_end", VISION_END),
+        ("im_end", IM_END),
+    ):
         tid = tokenizer.convert_tokens_to_ids(tok)
         if tid is None or tid == tokenizer.unk_token_id:
             raise ValueError(f"tokenizer lacks the special token {tok}")

@@ -70,7 +70,10 @@ class TraceModel(nn.Module):
     def rope_positions(self, batch: dict[str, Any]) -> torch.Tensor:
         """Qwen2-VL 3-D (M-RoPE) position ids (3, batch, seq), padding-aware."""
         pos, _ = self.base.model.get_rope_index(
-            batch["input_ids"], batch["mm_token_type_ids"], batch.get("image_grid_thw"), attention_mask=batch["attention_mask"]
+            batch["input_ids"],
+            batch["mm_token_type_ids"],
+            batch.get("image_grid_thw"),
+            attention_mask=batch["attention_mask"],
         )
         return pos
 
@@ -87,7 +90,9 @@ class TraceModel(nn.Module):
         )
         return out.last_hidden_state, (out.cache if use_cache else None)
 
-    def step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
+    def step(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor, cache: Any
+    ) -> tuple[torch.Tensor, Any]:
         """One cached decoding step: (batch, 1) new ids -> (batch, dim) hidden states and the cache."""
         out = self.base.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, cache=cache, use_cache=True

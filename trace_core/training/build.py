@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,10 +84,18 @@ def build_trainer(params: Params, paths: Paths, samples: list[TrainSample], ckpt
     train, val = split_validation(samples, tp.val_queries, params.base.seed)
     model, bb = build_model(params, samples, ckpt_root / "tokenizer")
     counts = {"params_total": count_parameters(model), "params_trainable": count_parameters(model, trainable_only=True)}
-    log.info("model: %s parameters (%s trainable); %d train / %d validation samples",
-             f"{counts['params_total']:,}", f"{counts['params_trainable']:,}", len(train), len(val))
+    log.info(
+        "model: %s parameters (%s trainable); %d train / %d validation samples",
+        f"{counts['params_total']:,}",
+        f"{counts['params_trainable']:,}",
+        len(train),
+        len(val),
+    )
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    val_cb = ValidationCallback(bb.proc, val, paths.data_root, tp.val_k, tp.eval_steps, tp.per_device_batch_size)
+    ex = params.export
+    val_cb = ValidationCallback(
+        bb.proc, val, paths.data_root, tp.val_k, tp.eval_steps, tp.per_device_batch_size, ex.routing, ex.max_new_tokens
+    )
     metrics_cb = MetricsCallback(global_batch=tp.per_device_batch_size * world)
     trainer = TraceTrainer(
         model=model,
@@ -99,6 +109,24 @@ def build_trainer(params: Params, paths: Paths, samples: list[TrainSample], ckpt
     return TrainParts(trainer, model, bb, val_cb, metrics_cb, len(train), len(val), counts)
 
 
+@contextmanager
+def full_init(trainer: Any) -> Iterator[None]:
+    """Build models unpartitioned while the Trainer's (global) ZeRO-3 config is set.
+
+    ``from_config`` would otherwise partition the new model (``zero.Init``); the config is
+    restored afterwards.
+    """
+    from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+    ds_config = getattr(trainer.args, "hf_deepspeed_config", None)
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if ds_config is not None:
+            set_hf_deepspeed_config(ds_config)
+
+
 def full_state_dict(trainer: Any) -> dict[str, torch.Tensor]:
     """Consolidated weights of the trained model (gathers ZeRO-3 partitions)."""
     return trainer.accelerator.get_state_dict(trainer.model_wrapped)
@@ -110,10 +138,12 @@ def save_trained(parts: TrainParts, params: Params, out_dir: Path) -> None:
     if parts.trainer.args.process_index != 0:
         return
     bb, mp = parts.backbone, params.model
-    fresh = model_class(family_of(mp).model_class)._from_config(bb.model.config, dtype=train_dtype(params))
+    with full_init(parts.trainer):
+        fresh = model_class(family_of(mp).model_class)(bb.model.config).to(train_dtype(params))
     shell = TraceModel(prepare_trainable(fresh, mp, bb.proc.ids.emb), bb.proc.ids, head_config(params))
-    shell.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() and not params.train.bf16 else v
-                           for k, v in state.items()})
+    shell.load_state_dict(
+        {k: v.to(torch.float32) if v.is_floating_point() and not params.train.bf16 else v for k, v in state.items()}
+    )
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_backbone(merged_for_saving(shell.backbone), bb.proc, tmp)

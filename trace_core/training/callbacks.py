@@ -1,9 +1,9 @@
 """Trainer callbacks: per-step metrics to MLflow and periodic validation recall.
 
 Validation: the held-out slice of the training file is encoded with the current weights
-(queries teacher-forced with their target, so the pooled state is the one trained;
-candidates one forward each), searched exactly with NumPy over the slice's positives, and
-scored as UniIR hit@k. Every rank runs the forward (ZeRO-3 gathers parameters
+exactly as export encodes it (routed queries: direct, or a greedy chain until ``<|emb|>``;
+candidates one forward each), searched exactly with NumPy over the slice's distinct
+positives, and scored as UniIR hit@k. Every rank runs the forward (ZeRO-3 gathers parameters
 collectively); rank 0 logs.
 """
 
@@ -21,8 +21,9 @@ import torch
 from transformers import TrainerCallback
 
 from trace_core.model.collate import Processors, encode_items
+from trace_core.model.inference import routed_encode
 from trace_core.model.trace_model import TraceModel
-from trace_core.types import TrainSample
+from trace_core.types import RoutingMode, TrainSample
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +34,42 @@ def _is_main() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
+def _device(model: TraceModel) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
-def _encode(model: TraceModel, proc: Processors, items: list[Any], responses: list[str], side: str,
-            image_root: Path, batch_size: int) -> np.ndarray:
-    device = next(model.parameters()).device
+def _encode_candidates(
+    model: TraceModel, proc: Processors, items: list[Any], image_root: Path, batch_size: int
+) -> np.ndarray:
     out = []
     for s in range(0, len(items), batch_size):
-        chunk, resp = items[s : s + batch_size], responses[s : s + batch_size]
-        batch = encode_items(proc, chunk, [side] * len(chunk), resp, [False] * len(chunk), image_root)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        out.append(model.encode_candidates(batch).float().cpu().numpy())
+        chunk = items[s : s + batch_size]
+        n = len(chunk)
+        batch = encode_items(proc, chunk, ["candidate"] * n, [proc.emb_token] * n, [False] * n, image_root)
+        out.append(model.encode_candidates({k: v.to(_device(model)) for k, v in batch.items()}).float().cpu().numpy())
     return np.concatenate(out, axis=0)
+
+
+@torch.no_grad()
+def _encode_queries(
+    model: TraceModel,
+    proc: Processors,
+    items: list[Any],
+    image_root: Path,
+    batch_size: int,
+    routing: RoutingMode,
+    max_new_tokens: int,
+) -> tuple[np.ndarray, list[str]]:
+    vecs, routes = [], []
+    for s in range(0, len(items), batch_size):
+        chunk = items[s : s + batch_size]
+        n = len(chunk)
+        batch = encode_items(proc, chunk, ["query"] * n, [None] * n, [False] * n, image_root, "left")
+        res = routed_encode(model, {k: v.to(_device(model)) for k, v in batch.items()}, routing, max_new_tokens)
+        vecs.append(res.vectors.float().cpu().numpy())
+        routes += res.routes
+    return np.concatenate(vecs, axis=0), routes
 
 
 def hit_at_k(q: np.ndarray, c: np.ndarray, positive: Sequence[int], k: int) -> float:
@@ -60,21 +86,40 @@ def hit_at_k(q: np.ndarray, c: np.ndarray, positive: Sequence[int], k: int) -> f
     return float(np.mean([p in row for p, row in zip(positive, top, strict=True)]))
 
 
-def validation_recall(model: TraceModel, proc: Processors, samples: Sequence[TrainSample], image_root: Path,
-                      k: int, batch_size: int) -> tuple[float, float]:
-    """(hit@k, chance level k / pool size) on held-out samples, pool = their distinct positives."""
-    pool: dict[str, int] = {}
-    for s in samples:
-        pool.setdefault(s.positive.id, len(pool))
+@dataclass(frozen=True)
+class ValidationResult:
+    """Hit@k of the routed encoding on held-out queries, chance level and route rates."""
+
+    recall: float
+    chance: float
+    direct_rate: float
+    forced_rate: float
+
+
+def validation_recall(
+    model: TraceModel,
+    proc: Processors,
+    samples: Sequence[TrainSample],
+    image_root: Path,
+    k: int,
+    batch_size: int,
+    routing: RoutingMode,
+    max_new_tokens: int,
+) -> ValidationResult:
+    """Routed queries (as export encodes them) searched exactly over the samples' distinct positives."""
     cands = list({s.positive.id: s.positive for s in samples}.values())
+    index = {c.id: i for i, c in enumerate(cands)}
     was_training = model.training
     model.eval()
     try:
-        q = _encode(model, proc, [s.query for s in samples], [s.target for s in samples], "query", image_root, batch_size)
-        c = _encode(model, proc, cands, [proc.emb_token] * len(cands), "candidate", image_root, batch_size)
+        items = [s.query for s in samples]
+        q, routes = _encode_queries(model, proc, items, image_root, batch_size, routing, max_new_tokens)
+        c = _encode_candidates(model, proc, cands, image_root, batch_size)
     finally:
         model.train(was_training)
-    return hit_at_k(q, c, [pool[s.positive.id] for s in samples], k), min(1.0, k / len(pool))
+    recall = hit_at_k(q, c, [index[s.positive.id] for s in samples], k)
+    n = len(routes)
+    return ValidationResult(recall, min(1.0, k / len(cands)), routes.count("direct") / n, routes.count("forced") / n)
 
 
 @dataclass
@@ -87,21 +132,41 @@ class ValidationCallback(TrainerCallback):
     k: int
     eval_steps: int
     batch_size: int
+    routing: RoutingMode
+    max_new_tokens: int
     history: list[tuple[int, float]] = field(default_factory=list)
     chance: float = 0.0
+    last: ValidationResult | None = None
 
     def _run(self, model: TraceModel, step: int) -> None:
         if self.history and self.history[-1][0] == step:
             return
         t0 = time.perf_counter()
-        recall, self.chance = validation_recall(model, self.proc, self.samples, self.image_root, self.k, self.batch_size)
-        self.history.append((step, recall))
+        res = validation_recall(
+            model, self.proc, self.samples, self.image_root, self.k, self.batch_size, self.routing, self.max_new_tokens
+        )
+        self.history.append((step, res.recall))
+        self.chance, self.last = res.chance, res
         if _is_main():
             from trace_core import tracking
 
-            tracking.log_metrics({f"val_r{self.k}": recall, "val_chance": self.chance}, step=step)
-            log.info("step %d: validation R@%d = %.4f (chance %.4f, %.1fs)", step, self.k, recall, self.chance,
-                     time.perf_counter() - t0)
+            metrics = {
+                f"val_r{self.k}": res.recall,
+                "val_chance": res.chance,
+                "val_direct_rate": res.direct_rate,
+                "val_forced_rate": res.forced_rate,
+            }
+            tracking.log_metrics(metrics, step=step)
+            log.info(
+                "step %d: validation R@%d = %.4f (chance %.4f; direct %.2f, forced %.2f; %.1fs)",
+                step,
+                self.k,
+                res.recall,
+                res.chance,
+                res.direct_rate,
+                res.forced_rate,
+                time.perf_counter() - t0,
+            )
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
         """Untrained (or resumed) model's recall."""

@@ -31,19 +31,29 @@ def derive_z0_samples(data_root: Path, seed: int, max_negatives: int) -> list[Tr
             raise DataError(train_path, f"record {q.qid}", f"first positive not in {pool_path.name}")
         item, instruction = query_item(q, instructions, seed)
         negs = tuple(candidate_item(pool[d], q.task_id) for d in q.neg_cand_list[:max_negatives] if d in pool)
-        out.append(TrainSample(
-            qid=q.qid, task_id=q.task_id, dataset_id=q.dataset_id, z=0, query=item,
-            positive=candidate_item(pool[q.pos_cand_list[0]], q.task_id), target=EMB_TOKEN,
-            instruction=instruction, negatives=negs,
-        ))
+        out.append(
+            TrainSample(
+                qid=q.qid,
+                task_id=q.task_id,
+                dataset_id=q.dataset_id,
+                z=0,
+                query=item,
+                positive=candidate_item(pool[q.pos_cand_list[0]], q.task_id),
+                target=EMB_TOKEN,
+                instruction=instruction,
+                negatives=negs,
+            )
+        )
     return out
 
 
-def split_validation(samples: Sequence[TrainSample], n_val: int, seed: int) -> tuple[list[TrainSample], list[TrainSample]]:
-    """Hold out ``n_val`` samples, spread evenly over tasks, deterministically.
+def split_validation(
+    samples: Sequence[TrainSample], n_val: int, seed: int
+) -> tuple[list[TrainSample], list[TrainSample]]:
+    """Hold out ``n_val`` queries, spread evenly over tasks, deterministically.
 
-    Samples sharing a positive with a held-out one stay out of training too (so the
-    validation positives are unseen), which the upsampled union file needs.
+    Only the queries are held out: their positives may also be positives of training
+    queries, as candidates of M-BEIR's pools may be.
     """
     rng = random.Random(seed)
     by_task: dict[int, list[int]] = {}
@@ -56,8 +66,7 @@ def split_validation(samples: Sequence[TrainSample], n_val: int, seed: int) -> t
         rng.shuffle(idx)
         held.update(idx[:per_task])
     val = [samples[i] for i in sorted(held)]
-    val_pos = {s.positive.id for s in val}
-    train = [s for i, s in enumerate(samples) if i not in held and s.positive.id not in val_pos]
+    train = [s for i, s in enumerate(samples) if i not in held]
     return train, val
 
 

@@ -1,9 +1,12 @@
-"""Task-balanced batch sampling: every batch holds samples of one task.
+"""Task-balanced sampling: every batch is a stratified mix of the tasks.
 
-In-batch negatives then share the positives' modality (a text->image query competes with
-images, not with an easy mix of texts and images), and every task contributes batches in
-proportion to its share of the training file (M-BEIR's union file is already upsampled).
-Order is a deterministic function of (seed, epoch), which exact resume relies on.
+Each task's samples are shuffled and spread evenly over the epoch (a sample's sort key is
+its rank within its task plus a random offset, over the task size), so every batch holds
+the tasks in the proportions of the training file (M-BEIR's union file is upsampled to
+balance them) instead of whatever a global shuffle happens to give. Mixed batches put
+text and image candidates side by side as in-batch negatives, which teaches the modality
+separation that mixed candidate pools need. The order is a deterministic function of
+(seed, epoch), which exact resume relies on.
 """
 
 from __future__ import annotations
@@ -14,16 +17,11 @@ from collections.abc import Iterator, Sequence
 from torch.utils.data import Sampler
 
 
-class TaskBatchSampler(Sampler[int]):
-    """Yields sample indices so that each consecutive run of ``batch_size`` is one task.
+class TaskBalancedSampler(Sampler[int]):
+    """Yields every sample index once per epoch, tasks interleaved evenly."""
 
-    A task whose count is not a multiple of ``batch_size`` is topped up with repeats of
-    its own (shuffled) samples, so batches never mix tasks.
-    """
-
-    def __init__(self, tasks: Sequence[int], batch_size: int, seed: int) -> None:
+    def __init__(self, tasks: Sequence[int], seed: int) -> None:
         self.tasks = list(tasks)
-        self.batch_size = batch_size
         self.seed = seed
         self.epoch = 0
         self.by_task: dict[int, list[int]] = {}
@@ -34,22 +32,20 @@ class TaskBatchSampler(Sampler[int]):
         """Select the permutation of an epoch (called by the data loader)."""
         self.epoch = epoch
 
-    def batches(self) -> list[list[int]]:
-        """The epoch's batches, each of one task, in a shuffled order."""
+    def order(self) -> list[int]:
+        """The epoch's sample order."""
         rng = random.Random(self.seed * 1_000_003 + self.epoch)
-        out: list[list[int]] = []
+        keyed: list[tuple[float, int]] = []
         for task in sorted(self.by_task):
             idx = list(self.by_task[task])
             rng.shuffle(idx)
-            short = -len(idx) % self.batch_size
-            idx += [idx[i % len(idx)] for i in range(short)]
-            out += [idx[s : s + self.batch_size] for s in range(0, len(idx), self.batch_size)]
-        rng.shuffle(out)
-        return out
+            n = len(idx)
+            keyed += [((rank + rng.random()) / n, i) for rank, i in enumerate(idx)]
+        keyed.sort()
+        return [i for _, i in keyed]
 
     def __iter__(self) -> Iterator[int]:
-        for batch in self.batches():
-            yield from batch
+        yield from self.order()
 
     def __len__(self) -> int:
-        return sum(-(-len(v) // self.batch_size) * self.batch_size for v in self.by_task.values())
+        return len(self.tasks)

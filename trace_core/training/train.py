@@ -23,7 +23,7 @@ from typing import Any
 
 from trace_core.config import Params, dump_params
 from trace_core.data.dataset import EMB_TOKEN, load_train_samples
-from trace_core.io import sha256_file, write_json
+from trace_core.io import sha256_file, write_json, write_text
 from trace_core.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,9 @@ def checkpoint_dir(paths: Paths) -> Path:
 def run_key(params: Params, data_hash: str) -> str:
     """Hash of what a checkpoint depends on (model, train, seed, data)."""
     d = dump_params(params)
-    blob = json.dumps({"model": d["model"], "train": d["train"], "seed": d["base"]["seed"], "data": data_hash}, sort_keys=True)
+    blob = json.dumps(
+        {"model": d["model"], "train": d["train"], "seed": d["base"]["seed"], "data": data_hash}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -131,8 +133,23 @@ def train_summary(trainer: Any, val_cb: Any, metrics_cb: Any, wall: float, n_tra
         f"val_r{val_cb.k}_untrained": val_cb.history[0][1] if val_cb.history else None,
         f"val_r{val_cb.k}_trained": val_cb.history[-1][1] if val_cb.history else None,
         f"val_r{val_cb.k}_chance": round(val_cb.chance, 6),
+        "val_direct_rate": val_cb.last.direct_rate if val_cb.last else None,
+        "val_forced_rate": val_cb.last.forced_rate if val_cb.last else None,
         "val_history": [[s, r] for s, r in val_cb.history],
     }
+
+
+def curve_csv(history: list[dict[str, float]], val_history: list[tuple[int, float]], k: int) -> str:
+    """Training curve as CSV (step, losses, lr, samples/s, validation recall) for DVC plots."""
+    cols = ["loss", "loss_gen", "loss_ret", "learning_rate", "samples_per_s", f"val_r{k}"]
+    rows: dict[int, dict[str, float]] = {int(h["step"]): dict(h) for h in history}
+    for step, recall in val_history:
+        rows.setdefault(step, {})[f"val_r{k}"] = recall
+    lines = [",".join(["step", *cols])]
+    lines += [
+        ",".join([str(st)] + [f"{rows[st][c]:.6g}" if c in rows[st] else "" for c in cols]) for st in sorted(rows)
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def run(params: Params, paths: Paths) -> dict[str, Any]:
@@ -157,7 +174,10 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
         summary = train_summary(parts.trainer, parts.val_cb, parts.metrics_cb, wall, parts.n_train, parts.n_val)
         summary.update(parts.counts)
         save_trained(parts, params, paths.model_dir)
-        write_json(paths.metrics_file(STAGE), summary)
+        if parts.trainer.args.process_index == 0:
+            curve = paths.reports_dir / STAGE / "curve.csv"
+            write_text(curve, curve_csv(parts.metrics_cb.history, parts.val_cb.history, parts.val_cb.k))
+            write_json(paths.metrics_file(STAGE), summary)
         tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
         tracking.log_artifact(paths.metrics_file(STAGE))
         summary["registered_version"] = tracking.register_model(params, paths.model_dir)

@@ -14,7 +14,7 @@ from torch.utils.data import Sampler
 from transformers import Trainer
 
 from trace_core.model.losses import LossOutput
-from trace_core.training.sampler import TaskBatchSampler
+from trace_core.training.sampler import TaskBalancedSampler
 
 COMPONENTS = ("loss_gen", "loss_ret", "accuracy")
 
@@ -62,4 +62,4 @@ class TraceTrainer(Trainer):
     def _get_train_sampler(self, train_dataset: Any = None) -> Sampler[int] | None:
         if self.tasks is None:
             return super()._get_train_sampler(train_dataset)
-        return TaskBatchSampler(self.tasks, self.args.per_device_train_batch_size, self.sampler_seed)
+        return TaskBalancedSampler(self.tasks, self.sampler_seed)

@@ -1,0 +1,102 @@
+"""The whole pipeline, once: `dvc repro` of all nine stages on a shrunken M-BEIR-mini.
+
+Slow (minutes on two cores); `make test` / CI run it after the fast suite.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from _trace_project import make_project, run
+
+from trace_core.data.mbeir import TEST_TASKS
+
+STAGES = ["download", "validate", "cot_generate", "cot_curate", "cot_build", "train", "export", "index", "evaluate"]
+#: training shrunk to one short epoch; data sizes come from _trace_project.SMALL.
+E2E = {
+    "train.epochs": 1.0,
+    "train.per_device_batch_size": 8,
+    "train.val_queries": 16,
+    "train.eval_steps": 1000,
+    "train.save_steps": 1000,
+}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    proj = make_project(tmp_path_factory.mktemp("e2e") / "project", E2E)
+    t0 = time.perf_counter()
+    run(["dvc", "repro"], proj)
+    (proj / "e2e_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    return proj
+
+
+def test_all_stages_ran_and_are_up_to_date(project: Path) -> None:
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert list(lock["stages"]) == STAGES
+    assert "up to date" in run(["dvc", "status"], project).stdout
+
+
+def test_sixteen_column_table(project: Path) -> None:
+    metrics = json.loads((project / "metrics/mbeir.json").read_text())
+    table = metrics["local"]["table"]
+    assert [t.stem for t in TEST_TASKS if t.stem in table] == [t.stem for t in TEST_TASKS]
+    assert all(0.0 <= table[t.stem] <= 1.0 for t in TEST_TASKS)
+    assert table["n_tasks"] == 16 and 0.0 <= table["average"] <= 1.0
+    assert metrics["routing"] and metrics["query_qps"] > 0
+    report = (project / "reports/mbeir.md").read_text()
+    assert all(t.label in report for t in TEST_TASKS)
+    for name in ("plots/per_task.csv", "plots/routing.csv", "cot_curate.md"):
+        assert (project / "reports" / name).is_file(), name
+    assert list((project / "reports/validation").rglob("index.html")), "no Data Docs"
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
+    assert "metrics/mbeir.json" in json.dumps(shown)
+
+
+def test_curation_threshold_reruns_curation_not_teacher(project: Path) -> None:
+    params = project / "params.yaml"
+    original = params.read_text()
+    raw = yaml.safe_load(original)
+    raw["cot_curate"]["verifier_threshold"] = 0.5
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    try:
+        stale = json.loads(run(["dvc", "status", "--json"], project).stdout)
+    finally:
+        params.write_text(original)
+    assert "cot_curate" in stale and "cot_generate" not in stale and "download" not in stale
+
+
+def test_mlflow_parent_children_and_registry(project: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{project / 'mlruns.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = client.get_experiment_by_name("trace")
+    parents = client.search_runs([exp.experiment_id], filter_string="tags.`trace.kind` = 'pipeline'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'"
+    )
+    assert sorted(r.data.tags["trace.stage"] for r in children) == sorted(STAGES)
+    assert all(r.data.tags["trace.params_hash"] == parents[0].data.tags["trace.params_hash"] for r in children)
+    champion = client.get_model_version_by_alias("trace-retriever", "champion")
+    assert champion.tags["trace.promotion"] == "champion"
+
+
+def test_registered_pyfunc_embeds(project: Path) -> None:
+    import mlflow
+    import pandas as pd
+
+    uri = f"sqlite:///{project / 'mlruns.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/trace-retriever@champion")
+    frame = pd.DataFrame({"text": ["a red circle", "a photo"], "side": ["candidate", "query"], "task_id": [0, 0]})
+    vectors = model.predict(frame, params={"image_root": str(project / "data/mbeir"), "routing": "never"})
+    assert vectors.shape[0] == 2 and vectors.shape[1] > 0
