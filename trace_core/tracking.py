@@ -54,9 +54,9 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "cot_curate": ("cot_curate",),
     "cot_build": ("base.seed", "cot_build"),
     "train": ("base.seed", "model", "train"),
-    "export": ("model.max_length", "export"),
+    "export": ("base.seed", "model.max_length", "export"),
     "index": ("index",),
-    "evaluate": ("evaluate",),
+    "evaluate": ("index", "evaluate"),
 }
 
 # (run id, stage) of the stage runs this process opened (innermost last); log_* write to the top.

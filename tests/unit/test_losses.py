@@ -82,9 +82,11 @@ def test_gathered_loss_and_grads_equal_single_process() -> None:
     qs, cs = q.clone().requires_grad_(True), c.clone().requires_grad_(True)
     ref, ref_acc = info_nce_from_embeddings(qs, cs, 0.05, gather=False, n_negatives=n_neg)
     ref.backward()
-    out = mp.Manager().dict()
+    # spawn, not fork: other tests leave gRPC (Milvus Lite) threads in this process, and a
+    # forked child of a threaded gRPC process can deadlock.
+    out = mp.get_context("spawn").Manager().dict()
     mp.start_processes(
-        _worker, args=(world, _free_port(), q, c, n_neg, out), nprocs=world, join=True, start_method="fork"
+        _worker, args=(world, _free_port(), q, c, n_neg, out), nprocs=world, join=True, start_method="spawn"
     )
     for rank in range(world):
         loss, acc, gq, gc = out[rank]
