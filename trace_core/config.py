@@ -254,6 +254,8 @@ class TrainParams(Section):
     save_steps: int = 100
     val_queries: int = 200
     val_k: int = 5
+    val_routing: Literal["adaptive", "never", "always"] = "adaptive"  # validation encodes like export
+    val_max_new_tokens: int = Field(192, ge=0)
     save_total_limit: int = 2
 
 
@@ -261,7 +263,7 @@ class ExportParams(Section):
     """Embedding export with implicit routing."""
 
     routing: Literal["adaptive", "never", "always"] = "adaptive"
-    max_new_tokens: int = 64
+    max_new_tokens: int = Field(192, ge=0)  # M-BEIR-mini chains are 80-140 tokens
     batch_size: int = 32
     shard_size: int = 4096
     union_pool: bool = True
@@ -322,9 +324,7 @@ class Params(Section):
     evaluate: EvaluateParams = EvaluateParams()
     tracking: TrackingParams = TrackingParams()
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=()
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
 
 
 class ParamsError(ValueError):

@@ -71,10 +71,10 @@ class EncodeItem:
 
 @dataclass(frozen=True, slots=True)
 class TrainSample:
-    """One row of the M-BEIR-CoT training file (output of ``cot_build``).
+    r"""One row of the M-BEIR-CoT training file (output of ``cot_build``).
 
     ``target`` is the assistant response the generation loss teaches, ending with the
-    ``<|emb|>`` token: ``"<|emb|>"`` for z=0, ``"reasoning\\nanswer<|emb|>"`` for z=1.
+    ``<|emb|>`` token: ``"<|emb|>"`` for z=0, ``"reasoning\nanswer<|emb|>"`` for z=1.
     """
 
     qid: str

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from PIL import Image
 from trace_core.config import ModelParams, TinyModelParams
 from trace_core.model.backbone import build_backbone
 from trace_core.model.collate import encode_items
-from trace_core.model.inference import routed_encode
+from trace_core.model.inference import TraceEncoder, routed_encode
 from trace_core.model.pooling import pool_at
 from trace_core.model.trace_model import HeadConfig, TraceModel
 from trace_core.types import EncodeItem
@@ -92,9 +94,9 @@ def test_always_mode_decode_equals_teacher_forced(setup) -> None:
         torch.testing.assert_close(res.vectors[i], ref, atol=1e-5, rtol=1e-4)
 
 
-def test_adaptive_mixed_batch(setup) -> None:
-    """Make <|emb|> the argmax for some prompts only: direct rows leave, others decode."""
-    model, proc, root = setup
+@contextmanager
+def emb_head_favouring(model: TraceModel, proc, root: Path) -> Iterator[dict]:
+    """Make <|emb|> the argmax for ITEMS[0]-like prompts only (lm_head rewritten, then restored)."""
     batch = encode_items(proc, ITEMS, ["query"] * 4, [None] * 4, [False] * 4, root, "left")
     with torch.no_grad():
         hidden, _ = model.hidden_states(batch)
@@ -103,15 +105,46 @@ def test_adaptive_mixed_batch(setup) -> None:
         model.base.lm_head.weight.zero_()
         model.base.lm_head.weight[model.ids.emb] = 10 * (h0 - h1)
     try:
+        yield batch
+    finally:
+        with torch.no_grad():
+            model.base.lm_head.weight.copy_(saved)
+
+
+def test_adaptive_mixed_batch(setup) -> None:
+    """Direct rows leave after prefill, the others decode."""
+    model, proc, root = setup
+    with emb_head_favouring(model, proc, root) as batch:
         res = routed_encode(model, batch, "adaptive", 4)
         assert res.routes[0] == "direct" and res.generated[0] == []
         assert res.routes[1] in ("reasoned", "forced") and res.generated[1]
         for i, item in enumerate(ITEMS):
             ref = teacher_forced(model, proc, item, res.generated[i], root)
             torch.testing.assert_close(res.vectors[i], ref, atol=1e-5, rtol=1e-4)
-    finally:
-        with torch.no_grad():
-            model.base.lm_head.weight.copy_(saved)
+
+
+@pytest.mark.parametrize("mode", ["adaptive", "never", "always"])
+def test_pooled_decoding_equals_per_batch_routing(setup, mode) -> None:
+    """TraceEncoder decodes reasoning rows pooled across batches: same vectors, routes, chains."""
+    model, proc, root = setup
+    items = [*ITEMS, *reversed(ITEMS), ITEMS[1]]  # 9 rows, batches of 4: reasoning rows spread out
+    with emb_head_favouring(model, proc, root):
+        enc = TraceEncoder(model, proc, "test").encode_queries(items, root, mode, 6, 4)
+        ref_vecs, ref_routes, ref_gen = [], [], []
+        for s in range(0, len(items), 4):
+            chunk = items[s : s + 4]
+            batch = encode_items(
+                proc, chunk, ["query"] * len(chunk), [None] * len(chunk), [False] * len(chunk), root, "left"
+            )
+            res = routed_encode(model, batch, mode, 6)
+            ref_vecs.append(res.vectors)
+            ref_routes += res.routes
+            ref_gen += res.generated
+    assert enc.routes == ref_routes
+    assert enc.new_tokens == [len(g) for g in ref_gen]
+    if mode == "adaptive":
+        assert {"direct"} < set(enc.routes)  # both kinds present
+    torch.testing.assert_close(torch.from_numpy(enc.vectors), torch.cat(ref_vecs), atol=1e-5, rtol=1e-4)
 
 
 def test_zero_cap_forces_at_prefill(setup) -> None:

@@ -7,6 +7,11 @@ its embedding is the hidden state of the step that predicted it. At ``max_new_to
 generated tokens ``<|emb|>`` is forced (route ``forced``). Rows that are done leave the
 batch (their cache rows are dropped). Modes: ``adaptive``, ``never`` (the prefill state,
 LamRA-style) and ``always`` (``<|emb|>`` is never accepted as the first token).
+
+:class:`TraceEncoder` pools the rows that reason across batches: a first cache-free prefill
+of every batch settles the direct rows; the rows that start a chain are then re-prefilled
+together and decoded ``batch_size`` at a time, so a few reasoning rows scattered over many
+batches cost a few full decode loops instead of one mostly-empty loop per batch.
 """
 
 from __future__ import annotations
@@ -79,7 +84,7 @@ def routed_encode(model: TraceModel, batch: dict[str, Any], mode: RoutingMode, m
         Unit vectors (batch, dim), the route and the generated token ids of each row.
     """
     emb_id = model.ids.emb
-    hidden, cache = model.hidden_states(batch, use_cache=mode != "never")
+    hidden, cache = model.hidden_states(batch, use_cache=mode != "never" and max_new_tokens > 0)
     last = hidden[:, -1]  # (batch, dim): left padding puts every prompt's end here
     n = last.shape[0]
     vectors = F.normalize(last, dim=-1).clone()
@@ -172,18 +177,36 @@ class TraceEncoder:
     def encode_queries(
         self, items: Sequence[EncodeItem], image_root: Path, mode: RoutingMode, max_new_tokens: int, batch_size: int
     ) -> QueryEncoding:
-        """Routed query embeddings; direct rows cost one forward, the others decode."""
-        vecs, routes, new_tokens, chains = [np.zeros((0, self.dim), dtype=np.float32)], [], [], []
+        """Routed query embeddings; direct rows cost one forward, the others decode (pooled)."""
+        n = len(items)
+        vecs = np.zeros((n, self.dim), dtype=np.float32)
+        routes: list[str] = ["direct"] * n
+        generated: list[list[int]] = [[] for _ in range(n)]
+        pending: list[int] = []
+        first_cap = 0 if mode != "never" else max_new_tokens  # pass 1: prefill only, no decoding
         for s in self._batches(items, batch_size, "queries"):
-            chunk = items[s : s + batch_size]
-            n = len(chunk)
-            batch = encode_items(self.proc, chunk, ["query"] * n, [None] * n, [False] * n, image_root, "left")
-            res = routed_encode(self.model, self._to_device(batch), mode, max_new_tokens)
-            vecs.append(res.vectors.float().cpu().numpy())
-            routes += res.routes
-            new_tokens += [len(g) for g in res.generated]
-            chains += [self.proc.tokenizer.decode(g, skip_special_tokens=True) for g in res.generated]
-        return QueryEncoding(np.concatenate(vecs, axis=0), routes, new_tokens, chains)
+            res = self._routed(items[s : s + batch_size], image_root, mode, first_cap)
+            vecs[s : s + len(res.routes)] = res.vectors.float().cpu().numpy()
+            for i, route in enumerate(res.routes):
+                if route == "forced" and max_new_tokens > 0:  # wants a chain: decoded in pass 2
+                    pending.append(s + i)
+                else:
+                    routes[s + i] = route
+        if pending:
+            log.debug("decoding %d of %d queries in pooled batches", len(pending), n)
+        for s in range(0, len(pending), batch_size):
+            rows = pending[s : s + batch_size]
+            res = self._routed([items[r] for r in rows], image_root, mode, max_new_tokens)
+            out = res.vectors.float().cpu().numpy()
+            for j, r in enumerate(rows):
+                vecs[r], routes[r], generated[r] = out[j], res.routes[j], res.generated[j]
+        chains = [self.proc.tokenizer.decode(g, skip_special_tokens=True) if g else "" for g in generated]
+        return QueryEncoding(vecs, routes, [len(g) for g in generated], chains)
+
+    def _routed(self, chunk: Sequence[EncodeItem], image_root: Path, mode: RoutingMode, cap: int) -> RoutedBatch:
+        n = len(chunk)
+        batch = encode_items(self.proc, chunk, ["query"] * n, [None] * n, [False] * n, image_root, "left")
+        return routed_encode(self.model, self._to_device(batch), mode, cap)
 
 
 def model_hash(model_dir: Path) -> str:

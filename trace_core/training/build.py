@@ -92,9 +92,15 @@ def build_trainer(params: Params, paths: Paths, samples: list[TrainSample], ckpt
         len(val),
     )
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    ex = params.export
     val_cb = ValidationCallback(
-        bb.proc, val, paths.data_root, tp.val_k, tp.eval_steps, tp.per_device_batch_size, ex.routing, ex.max_new_tokens
+        bb.proc,
+        val,
+        paths.data_root,
+        tp.val_k,
+        tp.eval_steps,
+        tp.per_device_batch_size,
+        tp.val_routing,
+        tp.val_max_new_tokens,
     )
     metrics_cb = MetricsCallback(global_batch=tp.per_device_batch_size * world)
     trainer = TraceTrainer(
