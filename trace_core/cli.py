@@ -7,18 +7,18 @@ so ``trace --help`` answers at once.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
-from trace_core.config import ParamsError, load_params
+from trace_core.config import load_params
 from trace_core.env import quiet_environment
-from trace_core.io import DataError
 
 app = typer.Typer(
     name="trace",
@@ -46,7 +46,12 @@ def _setup(params_path: Path):  # type: ignore[no-untyped-def]
     return params, Paths.from_params(params)
 
 
-def _fail(err: Exception) -> None:
+#: errors a user can fix (bad data, params, paths, an unreachable server): one line, exit 2.
+USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError)
+
+
+def _fail(err: Exception) -> NoReturn:
+    log.debug("traceback of the error below", exc_info=err)  # base.log_level: DEBUG shows it
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(code=2)
 
@@ -63,6 +68,20 @@ def _tracked(params, paths, stage: str) -> Iterator[None]:  # type: ignore[no-un
         yield
 
 
+def _run_stage(params_path: Path, stage: str, module: str, **kwargs: Any) -> Any:
+    """Load params, import ``trace_core.<module>`` lazily and call its ``run`` in the stage's MLflow run.
+
+    A user-fixable error (see :data:`USER_ERRORS`) is printed as one line and exits 2.
+    """
+    try:
+        p, paths = _setup(params_path)
+        run = importlib.import_module(f"trace_core.{module}").run
+        with _tracked(p, paths, stage):
+            return run(p, paths, **kwargs)
+    except USER_ERRORS as err:
+        _fail(err)
+
+
 @app.command()
 def download(
     params: ParamsOpt = Path("params.yaml"),
@@ -73,14 +92,7 @@ def download(
     out: Annotated[Optional[Path], typer.Option(help="dataset root (default: paths.data_root)")] = None,
 ) -> None:
     """Generate M-BEIR-mini or fetch/lay out the real M-BEIR; writes a MANIFEST last."""
-    try:
-        p, paths = _setup(params)
-        from trace_core.data import download as stage
-
-        with _tracked(p, paths, "download"):
-            stage.run(p, paths, profile=profile, from_dir=from_dir, out=out)
-    except (DataError, ParamsError, FileNotFoundError) as err:
-        _fail(err)
+    _run_stage(params, "download", "data.download", profile=profile, from_dir=from_dir, out=out)
 
 
 @app.command()
@@ -91,41 +103,20 @@ def validate(
     ] = None,
 ) -> None:
     """Great Expectations validation of M-BEIR files; exit 0 only when every check passes."""
-    try:
-        p, paths = _setup(params)
-    except ParamsError as err:
-        _fail(err)
-    from trace_core.data import validate as stage
-
-    with _tracked(p, paths, "validate"):
-        ok = stage.run(p, paths, data_root=data_root)
+    ok = _run_stage(params, "validate", "data.validate", data_root=data_root)
     raise typer.Exit(code=0 if ok else 1)
 
 
 @app.command("cot-generate")
 def cot_generate(params: ParamsOpt = Path("params.yaml")) -> None:
     """Route training queries and let the teacher write chains (sharded, resumable)."""
-    p, paths = _setup(params)
-    from trace_core.cot import generate as stage
-
-    try:
-        with _tracked(p, paths, "cot_generate"):
-            stage.run(p, paths)
-    except (DataError, FileNotFoundError, ValueError) as err:
-        _fail(err)
+    _run_stage(params, "cot_generate", "cot.generate")
 
 
 @app.command("cot-curate")
 def cot_curate(params: ParamsOpt = Path("params.yaml")) -> None:
     """Rule filter then verifier over the raw chains; writes kept, dropped and a report."""
-    p, paths = _setup(params)
-    from trace_core.cot import curate as stage
-
-    try:
-        with _tracked(p, paths, "cot_curate"):
-            stage.run(p, paths)
-    except (DataError, FileNotFoundError, ValueError) as err:
-        _fail(err)
+    _run_stage(params, "cot_curate", "cot.curate")
 
 
 @app.command("cot-filter")
@@ -137,36 +128,25 @@ def cot_filter(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Apply the rule filter alone to any file of teacher outputs."""
-    p, _ = _setup(params)
-    from trace_core.cot import curate as stage
-
     try:
+        p, _ = _setup(params)
+        from trace_core.cot import curate as stage
+
         stage.filter_file(p.cot_curate, in_, out, dropped, tokenizer=tokenizer)
-    except (DataError, FileNotFoundError) as err:
+    except USER_ERRORS as err:
         _fail(err)
 
 
 @app.command("cot-build")
 def cot_build(params: ParamsOpt = Path("params.yaml")) -> None:
     """Join curated chains with the training queries into the training file."""
-    p, paths = _setup(params)
-    from trace_core.cot import build as stage
-
-    try:
-        with _tracked(p, paths, "cot_build"):
-            stage.run(p, paths)
-    except (DataError, FileNotFoundError, ValueError) as err:
-        _fail(err)
+    _run_stage(params, "cot_build", "cot.build")
 
 
 @app.command()
 def train(params: ParamsOpt = Path("params.yaml")) -> None:
     """Joint CE + InfoNCE training with DeepSpeed ZeRO-3; logs and registers in MLflow."""
-    p, paths = _setup(params)
-    from trace_core.training import train as stage
-
-    with _tracked(p, paths, "train"):
-        stage.run(p, paths)
+    _run_stage(params, "train", "training.train")
 
 
 @app.command()
@@ -175,40 +155,19 @@ def export(
     routing: Annotated[Optional[str], typer.Option(help="override export.routing: adaptive, never or always")] = None,
 ) -> None:
     """Embed test queries (routed) and local pools into resumable shards."""
-    p, paths = _setup(params)
-    from trace_core.indexing import export as stage
-
-    try:
-        with _tracked(p, paths, "export"):
-            stage.run(p, paths, routing=routing)
-    except (DataError, ConnectionError) as err:
-        _fail(err)
+    _run_stage(params, "export", "indexing.export", routing=routing)
 
 
 @app.command()
 def index(params: ParamsOpt = Path("params.yaml")) -> None:
     """Build Milvus (or exact NumPy) collections from the exported embeddings."""
-    p, paths = _setup(params)
-    from trace_core.indexing import build_index as stage
-
-    try:
-        with _tracked(p, paths, "index"):
-            stage.run(p, paths)
-    except (DataError, ConnectionError) as err:
-        _fail(err)
+    _run_stage(params, "index", "indexing.build_index")
 
 
 @app.command()
 def evaluate(params: ParamsOpt = Path("params.yaml")) -> None:
     """Search, write the UniIR run file and score the 16-column M-BEIR table."""
-    p, paths = _setup(params)
-    from trace_core.evaluation import evaluate as stage
-
-    try:
-        with _tracked(p, paths, "evaluate"):
-            stage.run(p, paths)
-    except (DataError, ConnectionError) as err:
-        _fail(err)
+    _run_stage(params, "evaluate", "evaluation.evaluate")
 
 
 @app.command()
@@ -224,7 +183,7 @@ def score(
 
     try:
         result = score_run_files(run, qrels, [int(x) for x in k.split(",") if x.strip()])
-    except DataError as err:
+    except USER_ERRORS as err:
         _fail(err)
     typer.echo(json.dumps(result, indent=2, sort_keys=True))
 

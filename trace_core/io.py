@@ -61,6 +61,22 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     return n
 
 
+def parse_jsonl_line(path: str | Path, lineno: int, line: str) -> dict[str, Any] | None:
+    """One JSONL line as an object (``None`` for a blank line).
+
+    Raises :class:`DataError` naming the file and line for malformed JSON or a non-object.
+    """
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"line {lineno}", f"malformed JSON ({err.msg})") from None
+    if not isinstance(obj, dict):
+        raise DataError(path, f"line {lineno}", "each line must be a JSON object")
+    return obj
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Stream ``(line_number, object)`` from a JSONL file; blank lines are skipped.
 
@@ -69,15 +85,9 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     p = Path(path)
     with open(p, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(p, f"line {lineno}", f"malformed JSON ({err.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(p, f"line {lineno}", "each line must be a JSON object")
-            yield lineno, obj
+            obj = parse_jsonl_line(p, lineno, line)
+            if obj is not None:
+                yield lineno, obj
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

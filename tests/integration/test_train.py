@@ -7,23 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from micro import micro_tiny
 
-from trace_core.config import MiniParams, Params, TinyModelParams, dump_params, parse_params
+from trace_core.config import MiniParams, Params, dump_params, parse_params
 from trace_core.data.mini import write_mini
 from trace_core.paths import Paths
 
-MICRO = TinyModelParams(
-    vocab_size=600,
-    hidden_size=32,
-    intermediate_size=64,
-    num_layers=1,
-    num_heads=2,
-    num_kv_heads=1,
-    vision_depth=1,
-    vision_embed_dim=32,
-    vision_num_heads=2,
-    vision_mlp_ratio=2,
-)
+MICRO = micro_tiny(600)
 SMALL = MiniParams(image_size=56, train_per_task=4, test_per_task=2, pool_per_task=8, val_per_task=1, n_entities=12)
 
 

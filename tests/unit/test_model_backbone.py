@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from micro import micro_tiny
 
-from trace_core.config import ModelParams, TinyModelParams
+from trace_core.config import ModelParams
 from trace_core.model.backbone import (
     build_backbone,
     family_of,
@@ -21,18 +22,7 @@ from trace_core.model.prompts import messages
 from trace_core.model.tokens import IMAGE_PAD, special_ids
 from trace_core.types import EncodeItem
 
-MICRO = TinyModelParams(
-    vocab_size=400,
-    hidden_size=32,
-    intermediate_size=64,
-    num_layers=1,
-    num_heads=2,
-    num_kv_heads=1,
-    vision_depth=1,
-    vision_embed_dim=32,
-    vision_num_heads=2,
-    vision_mlp_ratio=2,
-)
+MICRO = micro_tiny(400)
 TEXTS = ["a red circle left of a blue square", "make the circle green"] * 20
 
 

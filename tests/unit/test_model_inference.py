@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from micro import micro_tiny
 from PIL import Image
 
-from trace_core.config import ModelParams, TinyModelParams
+from trace_core.config import ModelParams
 from trace_core.model.backbone import build_backbone
 from trace_core.model.collate import encode_items
 from trace_core.model.inference import TraceEncoder, routed_encode
@@ -19,18 +20,7 @@ from trace_core.model.trace_model import HeadConfig, TraceModel
 from trace_core.types import EncodeItem
 
 TEXTS = ["a red circle left of a blue square", "make the circle green", "the entity Zorbia is a city"] * 20
-MICRO = TinyModelParams(
-    vocab_size=400,
-    hidden_size=32,
-    intermediate_size=64,
-    num_layers=2,
-    num_heads=2,
-    num_kv_heads=1,
-    vision_depth=1,
-    vision_embed_dim=32,
-    vision_num_heads=2,
-    vision_mlp_ratio=2,
-)
+MICRO = micro_tiny(400, num_layers=2)
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from micro import micro_tiny
 from PIL import Image
 
-from trace_core.config import ModelParams, TinyModelParams, TrainParams
+from trace_core.config import ModelParams, TrainParams
 from trace_core.model.backbone import build_backbone
 from trace_core.model.collate import IGNORE_INDEX, TrainCollator
 from trace_core.model.trace_model import HeadConfig, TraceModel
@@ -65,18 +66,7 @@ def test_hit_at_k_on_constructed_vectors() -> None:
 
 def test_collator_labels_and_loss_step(tmp_path: Path) -> None:
     Image.new("RGB", (56, 56), (0, 200, 0)).save(tmp_path / "g.png")
-    micro = TinyModelParams(
-        vocab_size=300,
-        hidden_size=32,
-        intermediate_size=64,
-        num_layers=1,
-        num_heads=2,
-        num_kv_heads=1,
-        vision_depth=1,
-        vision_embed_dim=32,
-        vision_num_heads=2,
-        vision_mlp_ratio=2,
-    )
+    micro = micro_tiny(300)
     bb = build_backbone(ModelParams(tiny=micro), ["a green square", "reasoning about it"] * 10, 0, torch.float32)
     samples = [
         _sample(1, 0, "9:50", "reasoning about it\n a green square<|emb|>"),

@@ -10,7 +10,6 @@ Expectations suites in :mod:`trace_core.data.validate` check.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from trace_core.data.mbeir import (
     parse_qrels_line,
     query_file,
 )
-from trace_core.io import DataError
+from trace_core.io import DataError, parse_jsonl_line
 from trace_core.types import MODALITIES
 
 _QUERY_NAME = re.compile(r"^mbeir_(?P<stem>.+)_(?P<split>test|val)\.jsonl$")
@@ -101,17 +100,10 @@ def iter_objects(
     """Yield ``(line, object)`` for well-formed lines; record an issue for every other line."""
     with open(path, encoding="utf-8", errors="replace") as fh:
         for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                issues.append(Issue(str(path), f"line {lineno}", f"malformed JSON ({err.msg})"))
-                continue
-            if not isinstance(obj, dict):
-                issues.append(Issue(str(path), f"line {lineno}", "each line must be a JSON object"))
-                continue
-            try:
+                obj = parse_jsonl_line(path, lineno, line)
+                if obj is None:
+                    continue
                 check_fields(obj, spec, path, f"line {lineno}")
             except DataError as err:
                 issues.append(Issue(err.path, err.where, err.rule))
