@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ def configure_environment(params: Params, paths: Paths, cuda: bool) -> None:
     if params.train.deepspeed and not cuda:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(paths.state_dir / "torch_extensions"))
+    # DeepSpeed 0.19 calls the old collective names on every ZeRO-3 step; torch warns each time.
+    warnings.filterwarnings("ignore", r"`torch\.distributed\.\w+` is deprecated", FutureWarning)
     if params.train.deepspeed and "RANK" not in os.environ:
         os.environ.update(
             MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
