@@ -11,10 +11,14 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flows.pipeline import RunConfig, trace_pipeline
 from trace_core.env import quiet_environment
+
+if TYPE_CHECKING:
+    from prefect import Flow
+    from prefect.deployments.runner import RunnerDeployment
 
 log = logging.getLogger("flows.deploy")
 
@@ -35,8 +39,12 @@ def serve() -> None:
     """Serve every deployment from this process until interrupted."""
     from prefect import serve as prefect_serve
 
+    # to_deployment/from_source are sync-or-async in Prefect's types; called here, they are sync
     deployments = [
-        trace_pipeline.to_deployment(name=name, description=desc, parameters=params, tags=["trace"])
+        cast(
+            "RunnerDeployment",
+            trace_pipeline.to_deployment(name=name, description=desc, parameters=params, tags=["trace"]),
+        )
         for name, (desc, params) in DEPLOYMENTS.items()
     ]
     prefect_serve(*deployments, print_starting_message=True)
@@ -44,7 +52,9 @@ def serve() -> None:
 
 def to_work_pool(pool: str, source: str) -> None:
     """Register every deployment on a Prefect work pool (code pulled from ``source``)."""
-    remote = trace_pipeline.from_source(source=source, entrypoint="flows/pipeline.py:trace_pipeline")
+    remote = cast(
+        "Flow[..., Any]", trace_pipeline.from_source(source=source, entrypoint="flows/pipeline.py:trace_pipeline")
+    )
     for name, (desc, params) in DEPLOYMENTS.items():
         remote.deploy(
             name=name, work_pool_name=pool, description=desc, parameters=params, tags=["trace"], print_next_steps=False

@@ -120,4 +120,4 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Scalar]) -> dic
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(format_override(key, value).split("=", 1)[1])
-    return out
+    return dict(out)

@@ -50,7 +50,7 @@ def signature() -> Any:
         [
             ParamSpec("image_root", "string", "."),
             ParamSpec("routing", "string", "adaptive"),
-            ParamSpec("max_new_tokens", "long", 64),
+            ParamSpec("max_new_tokens", "long", 192),
             ParamSpec("batch_size", "long", 8),
         ]
     )
@@ -64,7 +64,7 @@ def _cell(row: Any, key: str) -> Any:
     return value
 
 
-class TracePyfunc(PythonModel):  # type: ignore[misc]
+class TracePyfunc(PythonModel):
     """Pyfunc that embeds queries (routed) and candidates with a saved TRACE encoder."""
 
     def load_context(self, context: Any) -> None:
@@ -84,9 +84,9 @@ class TracePyfunc(PythonModel):  # type: ignore[misc]
 
         import numpy as np
 
-        from trace_core.types import EncodeItem
+        from trace_core.types import EncodeItem, routing_mode
 
-        opts = {"image_root": ".", "routing": "adaptive", "max_new_tokens": 64, "batch_size": 8, **(params or {})}
+        opts = {"image_root": ".", "routing": "adaptive", "max_new_tokens": 192, "batch_size": 8, **(params or {})}
         rows = model_input.to_dict("records")
         items = [
             EncodeItem(
@@ -106,7 +106,7 @@ class TracePyfunc(PythonModel):  # type: ignore[misc]
             enc = self.encoder.encode_queries(
                 [items[i] for i in q_idx],
                 root,
-                mode=str(opts["routing"]),
+                mode=routing_mode(str(opts["routing"])),
                 max_new_tokens=int(opts["max_new_tokens"]),
                 batch_size=int(opts["batch_size"]),
             )

@@ -10,6 +10,15 @@ MODALITIES: tuple[str, ...] = ("text", "image", "image,text")
 Side = Literal["query", "candidate"]
 Route = Literal["direct", "reasoned", "forced"]
 RoutingMode = Literal["adaptive", "never", "always"]
+ROUTING_MODES: tuple[RoutingMode, ...] = ("adaptive", "never", "always")
+
+
+def routing_mode(value: str) -> RoutingMode:
+    """``value`` as a :data:`RoutingMode`; ``ValueError`` names the allowed modes otherwise."""
+    for mode in ROUTING_MODES:
+        if value == mode:
+            return mode
+    raise ValueError(f"routing must be adaptive, never or always, got '{value}'")
 
 
 @dataclass(frozen=True, slots=True)

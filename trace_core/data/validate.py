@@ -132,11 +132,12 @@ def make_expectation(rule: Rule) -> Any:
     import great_expectations.expectations as gxe
 
     meta = {"rule": rule.name, "description": rule.description}
-    if rule.kind == "regex":
-        return gxe.ExpectColumnValuesToMatchRegex(column=rule.column, regex=rule.regex, meta=meta)
     if rule.kind == "unique":
         return gxe.ExpectCompoundColumnsToBeUnique(column_list=list(rule.column), meta=meta)
-    return gxe.ExpectColumnValuesToBeInSet(column=rule.column, value_set=list(rule.value_set or ()), meta=meta)
+    column = rule.column if isinstance(rule.column, str) else rule.column[0]
+    if rule.kind == "regex":
+        return gxe.ExpectColumnValuesToMatchRegex(column=column, regex=rule.regex or "", meta=meta)
+    return gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(rule.value_set or ()), meta=meta)
 
 
 def _locate(item: dict[str, Any], table: str) -> str:

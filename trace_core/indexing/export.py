@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -35,7 +35,7 @@ from trace_core.indexing.shards import combined_hash, shard_done, shard_name, wr
 from trace_core.indexing.union import write_union
 from trace_core.io import DataError, iter_jsonl, write_json, write_jsonl
 from trace_core.paths import Paths
-from trace_core.types import EncodeItem, RoutingMode
+from trace_core.types import EncodeItem, RoutingMode, routing_mode
 
 log = logging.getLogger(__name__)
 ROUTES = ("direct", "reasoned", "forced")
@@ -238,9 +238,10 @@ def _device(choice: str) -> str:
 
 def run(params: Params, paths: Paths, routing: str | None = None, encoder: Encoder | None = None) -> dict[str, Any]:
     """Export every present test task's queries and local pool, then the union pool."""
-    if (routing or params.export.routing) not in ("adaptive", "never", "always"):
-        raise DataError("--routing", "option", f"routing must be adaptive, never or always, got '{routing}'")
-    mode = cast(RoutingMode, routing or params.export.routing)
+    try:
+        mode = routing_mode(routing or params.export.routing)
+    except ValueError as err:
+        raise DataError("--routing", "option", str(err)) from None
     tasks = present_test_tasks(paths.data_root)
     if not tasks:
         raise DataError(paths.data_root, "query/test", "no test query file found (run `trace download`)")

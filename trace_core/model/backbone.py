@@ -141,7 +141,8 @@ def build_tiny(mp: ModelParams, texts: Iterable[str], seed: int, tokenizer: Any 
         tokenizer = build_tiny_tokenizer([*all_prompt_texts(mp.emb_token), *texts], mp.tiny.vocab_size, mp.emb_token)
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration(tiny_config(mp.tiny, tokenizer))
-    merge = model.config.vision_config.spatial_merge_size
+    vision_config: Any = model.config.vision_config  # typed as a union by transformers
+    merge = int(vision_config.spatial_merge_size)
     log.info("tiny backbone: %.2fM parameters, vocab %d", count_parameters(model) / 1e6, len(tokenizer))
     return Backbone(model, processors(tokenizer, image_processor(mp), mp, merge), "tiny")
 

@@ -23,7 +23,7 @@ from transformers import TrainerCallback
 from trace_core.model.collate import Processors, encode_items
 from trace_core.model.inference import routed_encode
 from trace_core.model.trace_model import TraceModel
-from trace_core.types import RoutingMode, TrainSample
+from trace_core.types import Route, RoutingMode, TrainSample
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _encode_queries(
     batch_size: int,
     routing: RoutingMode,
     max_new_tokens: int,
-) -> tuple[np.ndarray, list[str]]:
+) -> tuple[np.ndarray, list[Route]]:
     vecs, routes = [], []
     for s in range(0, len(items), batch_size):
         chunk = items[s : s + batch_size]

@@ -49,7 +49,10 @@ class TraceTrainer(Trainer):
             for name in COMPONENTS:
                 self._sums[name] += float(getattr(out, name))
             self._count += 1
-        return (out.loss, out) if return_outputs else out.loss
+        loss = out.loss
+        if loss is None:  # LossOutput is a ModelOutput, whose fields are optional
+            raise RuntimeError("TraceModel.forward returned no loss")
+        return (loss, out) if return_outputs else loss
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Add the mean L_gen, L_ret and in-batch accuracy since the last log."""
