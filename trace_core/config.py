@@ -226,7 +226,9 @@ class TrainParams(Section):
     Defaults are the embedded (tiny, random-init) recipe: ``lambda_gen`` 0.2 because from
     random weights the CE gradient on ``<|emb|>`` swamps InfoNCE at first and collapses the
     pooled states; lr 2e-3 for a from-scratch model. The full preset uses the paper's
-    ``lambda_gen`` 1.0 and lr 2e-4.
+    ``lambda_gen`` 1.0 and lr 2e-4. ``grad_cache_chunk`` > 0 runs each step's rows in chunks of
+    that many (gradient caching: same loss and global in-batch negatives, one chunk's activations,
+    one extra forward per chunk); see :mod:`trace_core.model.grad_cache`.
     """
 
     lambda_gen: float = 0.2
@@ -245,6 +247,7 @@ class TrainParams(Section):
     max_grad_norm: float = 1.0
     bf16: bool = False
     gradient_checkpointing: bool = False
+    grad_cache_chunk: int = Field(0, ge=0)  # rows per gradient-cache chunk; 0 = one forward
     deepspeed: bool = True
     zero_stage: int = 3
     offload: bool = False

@@ -146,7 +146,9 @@ class TrainCollator:
         negs = [n for s in samples for n in s.negatives[: self.hard_negatives]]
         items = [s.query for s in samples] + [s.positive for s in samples] + negs
         n_q = len(samples)
-        sides: list[Side] = ["query"] * n_q + ["candidate"] * (len(items) - n_q)
+        query: list[Side] = ["query"]
+        candidate: list[Side] = ["candidate"]
+        sides = query * n_q + candidate * (len(items) - n_q)
         responses = [s.target for s in samples] + [self.proc.emb_token] * (len(items) - n_q)
         labelled = [True] * n_q + [False] * (len(items) - n_q)
         batch: dict[str, Any] = encode_items(self.proc, items, sides, responses, labelled, self.image_root)

@@ -119,6 +119,23 @@ def generation_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
 
 
+def generation_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed token cross-entropy over the labelled positions (0, with a graph, when none).
+
+    Per-chunk sums divided by the batch's labelled-token count (:func:`mean_of_sums`) give
+    :func:`generation_loss` of the whole batch.
+    """
+    return F.cross_entropy(logits.float(), targets, reduction="sum")
+
+
+def mean_of_sums(sums: list[torch.Tensor], count: torch.Tensor) -> torch.Tensor:
+    """``sum(sums) / count``: the mean token CE from per-chunk sums.
+
+    With no labelled token every sum is 0, and so is the result (as in :func:`generation_loss`).
+    """
+    return torch.stack(sums).sum() / count.clamp(min=1)
+
+
 def combine(
     loss_gen: torch.Tensor, loss_ret: torch.Tensor, lambda_gen: float, lambda_ret: float, ret_scale: float
 ) -> torch.Tensor:

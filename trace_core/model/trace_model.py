@@ -1,7 +1,8 @@
 """TraceModel: a wrapped Qwen2-VL backbone with TRACE's pooling, losses and temperature.
 
-``forward`` is the training step (one batched forward over [queries; candidates] that
-returns a :class:`~trace_core.model.losses.LossOutput`); ``encode_candidates`` is one
+``forward`` is the training step (one batched forward over [queries; candidates], or the
+same rows in gradient-cache chunks (:mod:`.grad_cache`), that returns a
+:class:`~trace_core.model.losses.LossOutput`); ``encode_candidates`` is one
 forward; ``encode_queries`` is the routed encoding of :mod:`trace_core.model.inference`.
 """
 
@@ -13,24 +14,34 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from trace_core.model.collate import IGNORE_INDEX
-from trace_core.model.losses import LossOutput, combine, generation_loss, info_nce_from_embeddings, world
+from trace_core.model.grad_cache import VISION_KEYS, row_chunks
+from trace_core.model.losses import (
+    LossOutput,
+    combine,
+    generation_loss,
+    generation_loss_sum,
+    info_nce_from_embeddings,
+    mean_of_sums,
+    world,
+)
 from trace_core.model.pooling import pool_at
 from trace_core.model.tokens import SpecialIds
-
-VISION_KEYS = ("pixel_values", "image_grid_thw")
+from trace_core.types import RoutingMode
 
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """Loss settings (from ``params.train``)."""
+    """Loss settings (from ``params.train``); ``grad_cache_chunk`` > 0 = rows per gradient-cache chunk."""
 
     lambda_gen: float
     lambda_ret: float
     temperature: float
     learnable_temperature: bool
     gather: bool
+    grad_cache_chunk: int = 0
 
 
 class TraceModel(nn.Module):
@@ -75,7 +86,8 @@ class TraceModel(nn.Module):
             batch.get("image_grid_thw"),
             attention_mask=batch["attention_mask"],
         )
-        return pos
+        positions: torch.Tensor = pos
+        return positions
 
     def hidden_states(self, batch: dict[str, Any], use_cache: bool = False) -> tuple[torch.Tensor, Any]:
         """Last-layer hidden states (batch, seq, dim) and the KV cache (None without ``use_cache``)."""
@@ -101,21 +113,55 @@ class TraceModel(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """LM-head logits of hidden states (..., dim) -> (..., vocab)."""
-        return self.base.lm_head(hidden)
+        logits: torch.Tensor = self.base.lm_head(hidden)
+        return logits
+
+    def embed_and_generation_loss(
+        self, batch: dict[str, Any], labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward over all rows: pooled embeddings (rows, dim) and the mean generation CE."""
+        hidden, _ = self.hidden_states(batch)  # (rows, seq, dim)
+        emb = pool_at(hidden, batch["pool_index"])  # (rows, dim)
+        shift = labels[:, 1:]  # token t+1 is predicted at position t
+        mask = shift != IGNORE_INDEX
+        return emb, generation_loss(self.logits(hidden[:, :-1][mask]), shift[mask])
+
+    def chunk_outputs(self, chunk: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One row chunk: pooled embeddings (rows, dim) and the summed CE of its labelled tokens."""
+        hidden, _ = self.hidden_states(chunk)
+        shift = chunk["labels"][:, 1:]
+        mask = shift != IGNORE_INDEX
+        return pool_at(hidden, chunk["pool_index"]), generation_loss_sum(self.logits(hidden[:, :-1][mask]), shift[mask])
+
+    def embed_chunked(
+        self, batch: dict[str, Any], labels: torch.Tensor, size: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradient caching: :meth:`embed_and_generation_loss` in chunks of ``size`` rows.
+
+        Each chunk runs under a non-reentrant checkpoint, so only its embeddings and CE sum
+        outlive its forward; backward recomputes one chunk at a time. All chunks stay in one
+        autograd graph, so each parameter's gradient is accumulated (and reduced) once.
+        """
+        chunks = row_chunks({**batch, "labels": labels}, size, self.ids.vision_start)
+        outs = [checkpoint(self.chunk_outputs, c, use_reentrant=False) for c in chunks]
+        count = (labels[:, 1:] != IGNORE_INDEX).sum()
+        return torch.cat([e for e, _ in outs]), mean_of_sums([s for _, s in outs], count)
 
     def forward(self, **batch: Any) -> LossOutput:
         """Training step: one forward over [queries; candidates] -> losses.
 
         ``batch`` comes from :class:`~trace_core.model.collate.TrainCollator`: rows
         ``[:n_queries]`` are teacher-forced queries, the rest candidates (positives first).
+        With ``head.grad_cache_chunk`` below the row count the rows run in chunks
+        (:meth:`embed_chunked`); the losses are the same.
         """
         n_q = int(batch.pop("n_queries"))
         labels = batch.pop("labels")  # (rows, seq)
-        hidden, _ = self.hidden_states(batch)  # (rows, seq, dim)
-        emb = pool_at(hidden, batch["pool_index"])  # (rows, dim)
-        shift = labels[:, 1:]  # token t+1 is predicted at position t
-        mask = shift != IGNORE_INDEX
-        loss_gen = generation_loss(self.logits(hidden[:, :-1][mask]), shift[mask])
+        size = self.head.grad_cache_chunk
+        if 0 < size < labels.shape[0]:
+            emb, loss_gen = self.embed_chunked(batch, labels, size)
+        else:
+            emb, loss_gen = self.embed_and_generation_loss(batch, labels)
         n_neg = emb.shape[0] - 2 * n_q
         loss_ret, acc = info_nce_from_embeddings(emb[:n_q], emb[n_q:], self.temperature(), self.head.gather, n_neg)
         ret_scale = float(world()[1]) if self.head.gather else 1.0
@@ -130,7 +176,7 @@ class TraceModel(nn.Module):
         hidden, _ = self.hidden_states(batch)
         return pool_at(hidden, batch["pool_index"])
 
-    def encode_queries(self, batch: dict[str, Any], mode: str, max_new_tokens: int) -> Any:
+    def encode_queries(self, batch: dict[str, Any], mode: RoutingMode, max_new_tokens: int) -> Any:
         """Routed query encoding of a prompt-only, left-padded batch (see :mod:`.inference`)."""
         from trace_core.model.inference import routed_encode
 

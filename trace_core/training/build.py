@@ -54,7 +54,9 @@ class TrainParts:
 def head_config(params: Params) -> HeadConfig:
     """Loss settings from ``params.train``."""
     t = params.train
-    return HeadConfig(t.lambda_gen, t.lambda_ret, t.temperature, t.learnable_temperature, t.gather_across_ranks)
+    return HeadConfig(
+        t.lambda_gen, t.lambda_ret, t.temperature, t.learnable_temperature, t.gather_across_ranks, t.grad_cache_chunk
+    )
 
 
 def train_dtype(params: Params) -> torch.dtype:
@@ -135,7 +137,8 @@ def full_init(trainer: Any) -> Iterator[None]:
 
 def full_state_dict(trainer: Any) -> dict[str, torch.Tensor]:
     """Consolidated weights of the trained model (gathers ZeRO-3 partitions)."""
-    return trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    state: dict[str, torch.Tensor] = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    return state
 
 
 def save_trained(parts: TrainParts, params: Params, out_dir: Path) -> None:
