@@ -18,7 +18,7 @@ from trace_core.model.grad_cache import row_chunks
 from trace_core.model.trace_model import HeadConfig, TraceModel
 from trace_core.types import EncodeItem, TrainSample
 
-HEAD = HeadConfig(0.5, 1.0, 0.05, True, False)
+HEAD = HeadConfig(0.5, 1.0, 0.05, True, False, lambda_route=0.3)  # every loss term on
 CHAIN = "reasoning about it\n a green square<|emb|>"  # a z=1 target: chain, answer, <|emb|>
 # float64 weights: gradients agree to ~1e-15; the losses themselves are float32 (CE casts logits)
 TOL64 = {"loss": {"atol": 1e-6, "rtol": 1e-6}, "grad": {"atol": 1e-12, "rtol": 1e-9}}
@@ -64,7 +64,7 @@ def _step(model: TraceModel, batch: dict[str, Any], chunk: int) -> tuple[dict[st
     model.zero_grad(set_to_none=True)
     out = model(**dict(batch))
     out.loss.backward()
-    losses = {k: out[k].detach() for k in ("loss", "loss_gen", "loss_ret", "accuracy")}
+    losses = {k: out[k].detach() for k in ("loss", "loss_gen", "loss_ret", "loss_route", "accuracy")}
     grads = {n: p.grad.clone() if p.grad is not None else None for n, p in model.named_parameters()}
     return losses, grads
 
@@ -178,3 +178,23 @@ def test_chunks_nest_with_layer_checkpointing(setup: tuple[Backbone, dict[str, A
     for name, g in ref_grads.items():
         if g is not None:
             torch.testing.assert_close(grads[name], g, **TOL64["grad"], msg=name)
+
+
+def test_route_loss_is_the_mean_first_token_ce(setup: tuple[Backbone, dict[str, Any]]) -> None:
+    """L_route = mean over queries of the CE of their first response token; the total adds it."""
+    bb, batch = setup
+    model, batch = _model(bb, batch, torch.float64)
+    model.head = replace(HEAD, grad_cache_chunk=0)
+    with torch.no_grad():
+        out = model(**dict(batch))
+        hidden, _ = model.hidden_states({k: v for k, v in batch.items() if k not in ("labels", "n_queries")})
+        logits = model.logits(hidden).float()
+    labels = batch["labels"]
+    ces = []
+    for row in range(int(batch["n_queries"])):
+        pos = int((labels[row] != IGNORE_INDEX).nonzero()[0])  # first labelled token
+        ces.append(torch.nn.functional.cross_entropy(logits[row, pos - 1][None], labels[row, pos][None]))
+    torch.testing.assert_close(out["loss_route"], torch.stack(ces).mean(), atol=1e-6, rtol=1e-6)
+    ret = out["loss_ret"]
+    expected = HEAD.lambda_gen * out["loss_gen"] + HEAD.lambda_ret * ret + HEAD.lambda_route * out["loss_route"]
+    torch.testing.assert_close(out["loss"].detach(), expected, atol=1e-6, rtol=1e-6, check_dtype=False)

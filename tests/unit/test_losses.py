@@ -96,3 +96,17 @@ def test_gathered_loss_and_grads_equal_single_process() -> None:
         pos_grad = cs.grad[: world * b][rank * b : (rank + 1) * b]
         neg_grad = cs.grad[world * b :][rank : rank + 1]
         torch.testing.assert_close(gc, torch.cat([pos_grad, neg_grad]))
+
+
+def test_first_labelled_marks_one_decision_per_row() -> None:
+    from trace_core.model.losses import first_labelled
+
+    mask = torch.tensor([[0, 1, 1, 1], [0, 0, 0, 1], [0, 0, 0, 0]], dtype=torch.bool)
+    assert first_labelled(mask).long().tolist() == [[0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]]
+
+
+def test_route_accuracy_against_labels() -> None:
+    from trace_core.training.callbacks import route_accuracy
+
+    assert route_accuracy(["direct", "reasoned", "forced", "direct"], [0, 1, 0, 1]) == 0.5
+    assert route_accuracy([], []) == 0.0

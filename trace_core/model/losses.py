@@ -38,6 +38,7 @@ class LossOutput(ModelOutput):
     loss: torch.Tensor | None = None
     loss_gen: torch.Tensor | None = None
     loss_ret: torch.Tensor | None = None
+    loss_route: torch.Tensor | None = None
     accuracy: torch.Tensor | None = None
 
 
@@ -119,13 +120,25 @@ def generation_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
 
 
-def generation_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Summed token cross-entropy over the labelled positions (0, with a graph, when none).
+def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-token cross-entropy (n_labelled,) over the labelled positions (float32).
 
-    Per-chunk sums divided by the batch's labelled-token count (:func:`mean_of_sums`) give
-    :func:`generation_loss` of the whole batch.
+    Its sum over chunks divided by the batch's labelled-token count (:func:`mean_of_sums`)
+    is :func:`generation_loss` of the whole batch.
     """
-    return F.cross_entropy(logits.float(), targets, reduction="sum")
+    return F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+def first_labelled(mask: torch.Tensor) -> torch.Tensor:
+    """The first labelled position of each row (the routing decision: ``<|emb|>`` or a chain).
+
+    Args:
+        mask: (rows, seq) bool, True where a position predicts a labelled token.
+
+    Returns:
+        (rows, seq) bool with at most one True per row.
+    """
+    return mask & (mask.long().cumsum(dim=1) == 1)
 
 
 def mean_of_sums(sums: list[torch.Tensor], count: torch.Tensor) -> torch.Tensor:
@@ -137,12 +150,25 @@ def mean_of_sums(sums: list[torch.Tensor], count: torch.Tensor) -> torch.Tensor:
 
 
 def combine(
-    loss_gen: torch.Tensor, loss_ret: torch.Tensor, lambda_gen: float, lambda_ret: float, ret_scale: float
+    loss_gen: torch.Tensor,
+    loss_ret: torch.Tensor,
+    lambda_gen: float,
+    lambda_ret: float,
+    ret_scale: float,
+    loss_route: torch.Tensor | None = None,
+    lambda_route: float = 0.0,
 ) -> torch.Tensor:
-    """``lambda_gen * L_gen + lambda_ret * ret_scale * L_ret``.
+    """``lambda_gen * L_gen + lambda_ret * ret_scale * L_ret (+ lambda_route * L_route)``.
+
+    ``L_route`` is the CE of each query's first response token (``<|emb|>`` = embed at once,
+    anything else = start a chain) averaged over queries rather than tokens: under the
+    token mean of ``L_gen`` one decision weighs as much as one of a chain's ~100 tokens.
 
     ``ret_scale`` is the world size when InfoNCE is gathered: every rank holds the full
     global loss with gradient on its own slice, and the data-parallel all-reduce averages
     gradients, so the scale restores the exact gradient of the global loss.
     """
-    return lambda_gen * loss_gen + lambda_ret * ret_scale * loss_ret
+    total = lambda_gen * loss_gen + lambda_ret * ret_scale * loss_ret
+    if loss_route is not None and lambda_route:
+        total = total + lambda_route * loss_route
+    return total

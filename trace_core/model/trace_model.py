@@ -21,10 +21,10 @@ from trace_core.model.grad_cache import VISION_KEYS, row_chunks
 from trace_core.model.losses import (
     LossOutput,
     combine,
-    generation_loss,
-    generation_loss_sum,
+    first_labelled,
     info_nce_from_embeddings,
     mean_of_sums,
+    token_cross_entropy,
     world,
 )
 from trace_core.model.pooling import pool_at
@@ -42,6 +42,7 @@ class HeadConfig:
     learnable_temperature: bool
     gather: bool
     grad_cache_chunk: int = 0
+    lambda_route: float = 0.0
 
 
 class TraceModel(nn.Module):
@@ -118,34 +119,48 @@ class TraceModel(nn.Module):
 
     def embed_and_generation_loss(
         self, batch: dict[str, Any], labels: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One forward over all rows: pooled embeddings (rows, dim) and the mean generation CE."""
-        hidden, _ = self.hidden_states(batch)  # (rows, seq, dim)
-        emb = pool_at(hidden, batch["pool_index"])  # (rows, dim)
-        shift = labels[:, 1:]  # token t+1 is predicted at position t
-        mask = shift != IGNORE_INDEX
-        return emb, generation_loss(self.logits(hidden[:, :-1][mask]), shift[mask])
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One forward over all rows: embeddings, token-mean CE and decision-token mean CE.
 
-    def chunk_outputs(self, chunk: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One row chunk: pooled embeddings (rows, dim) and the summed CE of its labelled tokens."""
+        Returns pooled embeddings (rows, dim), the mean generation CE over labelled tokens and
+        the mean CE of each labelled row's first token (the routing decision).
+        """
+        emb, ce_sum, first_sum = self.chunk_outputs({**batch, "labels": labels})
+        return emb, *self._label_means(labels, ce_sum, first_sum)
+
+    def chunk_outputs(self, chunk: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One row chunk: pooled embeddings (rows, dim) and summed CEs.
+
+        The sums are over its labelled tokens and over each row's first labelled token.
+        """
         hidden, _ = self.hidden_states(chunk)
-        shift = chunk["labels"][:, 1:]
+        shift = chunk["labels"][:, 1:]  # token t+1 is predicted at position t
         mask = shift != IGNORE_INDEX
-        return pool_at(hidden, chunk["pool_index"]), generation_loss_sum(self.logits(hidden[:, :-1][mask]), shift[mask])
+        first = first_labelled(mask)[mask]  # (n_labelled,) bool: the decision tokens
+        ce = token_cross_entropy(self.logits(hidden[:, :-1][mask]), shift[mask])  # (n_labelled,)
+        return pool_at(hidden, chunk["pool_index"]), ce.sum(), (ce * first).sum()
+
+    @staticmethod
+    def _label_means(
+        labels: torch.Tensor, ce_sums: torch.Tensor, first_sums: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = labels[:, 1:] != IGNORE_INDEX
+        return mean_of_sums([ce_sums], mask.sum()), mean_of_sums([first_sums], mask.any(dim=1).sum())
 
     def embed_chunked(
         self, batch: dict[str, Any], labels: torch.Tensor, size: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Gradient caching: :meth:`embed_and_generation_loss` in chunks of ``size`` rows.
 
-        Each chunk runs under a non-reentrant checkpoint, so only its embeddings and CE sum
+        Each chunk runs under a non-reentrant checkpoint, so only its embeddings and CE sums
         outlive its forward; backward recomputes one chunk at a time. All chunks stay in one
         autograd graph, so each parameter's gradient is accumulated (and reduced) once.
         """
         chunks = row_chunks({**batch, "labels": labels}, size, self.ids.vision_start)
         outs = [checkpoint(self.chunk_outputs, c, use_reentrant=False) for c in chunks]
-        count = (labels[:, 1:] != IGNORE_INDEX).sum()
-        return torch.cat([e for e, _ in outs]), mean_of_sums([s for _, s in outs], count)
+        ce_sum = torch.stack([s for _, s, _ in outs]).sum()
+        first_sum = torch.stack([f for _, _, f in outs]).sum()
+        return torch.cat([e for e, _, _ in outs]), *self._label_means(labels, ce_sum, first_sum)
 
     def forward(self, **batch: Any) -> LossOutput:
         """Training step: one forward over [queries; candidates] -> losses.
@@ -159,14 +174,21 @@ class TraceModel(nn.Module):
         labels = batch.pop("labels")  # (rows, seq)
         size = self.head.grad_cache_chunk
         if 0 < size < labels.shape[0]:
-            emb, loss_gen = self.embed_chunked(batch, labels, size)
+            emb, loss_gen, loss_route = self.embed_chunked(batch, labels, size)
         else:
-            emb, loss_gen = self.embed_and_generation_loss(batch, labels)
+            emb, loss_gen, loss_route = self.embed_and_generation_loss(batch, labels)
         n_neg = emb.shape[0] - 2 * n_q
         loss_ret, acc = info_nce_from_embeddings(emb[:n_q], emb[n_q:], self.temperature(), self.head.gather, n_neg)
         ret_scale = float(world()[1]) if self.head.gather else 1.0
-        loss = combine(loss_gen, loss_ret, self.head.lambda_gen, self.head.lambda_ret, ret_scale)
-        return LossOutput(loss=loss, loss_gen=loss_gen.detach(), loss_ret=loss_ret.detach(), accuracy=acc.detach())
+        h = self.head
+        loss = combine(loss_gen, loss_ret, h.lambda_gen, h.lambda_ret, ret_scale, loss_route, h.lambda_route)
+        return LossOutput(
+            loss=loss,
+            loss_gen=loss_gen.detach(),
+            loss_ret=loss_ret.detach(),
+            loss_route=loss_route.detach(),
+            accuracy=acc.detach(),
+        )
 
     training_step = forward
 

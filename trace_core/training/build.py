@@ -55,7 +55,13 @@ def head_config(params: Params) -> HeadConfig:
     """Loss settings from ``params.train``."""
     t = params.train
     return HeadConfig(
-        t.lambda_gen, t.lambda_ret, t.temperature, t.learnable_temperature, t.gather_across_ranks, t.grad_cache_chunk
+        t.lambda_gen,
+        t.lambda_ret,
+        t.temperature,
+        t.learnable_temperature,
+        t.gather_across_ranks,
+        t.grad_cache_chunk,
+        t.lambda_route,
     )
 
 

@@ -94,6 +94,14 @@ class ValidationResult:
     chance: float
     direct_rate: float
     forced_rate: float
+    route_accuracy: float  # route (direct vs chain) agrees with the sample's label z
+
+
+def route_accuracy(routes: Sequence[str], z: Sequence[int]) -> float:
+    """Share of queries whose route matches their label: direct for z=0, a chain for z=1."""
+    if not routes:
+        return 0.0
+    return sum((r != "direct") == bool(label) for r, label in zip(routes, z, strict=True)) / len(routes)
 
 
 def validation_recall(
@@ -119,7 +127,13 @@ def validation_recall(
         model.train(was_training)
     recall = hit_at_k(q, c, [index[s.positive.id] for s in samples], k)
     n = len(routes)
-    return ValidationResult(recall, min(1.0, k / len(cands)), routes.count("direct") / n, routes.count("forced") / n)
+    return ValidationResult(
+        recall,
+        min(1.0, k / len(cands)),
+        routes.count("direct") / n,
+        routes.count("forced") / n,
+        route_accuracy(routes, [s.z for s in samples]),
+    )
 
 
 @dataclass
@@ -155,16 +169,18 @@ class ValidationCallback(TrainerCallback):
                 "val_chance": res.chance,
                 "val_direct_rate": res.direct_rate,
                 "val_forced_rate": res.forced_rate,
+                "val_route_accuracy": res.route_accuracy,
             }
             tracking.log_metrics(metrics, step=step)
             log.info(
-                "step %d: validation R@%d = %.4f (chance %.4f; direct %.2f, forced %.2f; %.1fs)",
+                "step %d: validation R@%d = %.4f (chance %.4f; direct %.2f, forced %.2f, route acc %.2f; %.1fs)",
                 step,
                 self.k,
                 res.recall,
                 res.chance,
                 res.direct_rate,
                 res.forced_rate,
+                res.route_accuracy,
                 time.perf_counter() - t0,
             )
 

@@ -133,10 +133,12 @@ def train_summary(trainer: Any, val_cb: Any, metrics_cb: Any, wall: float, n_tra
         "final_loss": last.get("loss"),
         "final_loss_gen": last.get("loss_gen"),
         "final_loss_ret": last.get("loss_ret"),
+        "final_loss_route": last.get("loss_route"),
         f"val_r{val_cb.k}_untrained": val_cb.history[0][1] if val_cb.history else None,
         f"val_r{val_cb.k}_trained": val_cb.history[-1][1] if val_cb.history else None,
         f"val_r{val_cb.k}_chance": round(val_cb.chance, 6),
         "val_direct_rate": val_cb.last.direct_rate if val_cb.last else None,
+        "val_route_accuracy": val_cb.last.route_accuracy if val_cb.last else None,
         "val_forced_rate": val_cb.last.forced_rate if val_cb.last else None,
         "val_history": [[s, r] for s, r in val_cb.history],
     }
@@ -144,7 +146,7 @@ def train_summary(trainer: Any, val_cb: Any, metrics_cb: Any, wall: float, n_tra
 
 def curve_csv(history: list[dict[str, float]], val_history: list[tuple[int, float]], k: int) -> str:
     """Training curve as CSV (step, losses, lr, samples/s, validation recall) for DVC plots."""
-    cols = ["loss", "loss_gen", "loss_ret", "learning_rate", "samples_per_s", f"val_r{k}"]
+    cols = ["loss", "loss_gen", "loss_ret", "loss_route", "learning_rate", "samples_per_s", f"val_r{k}"]
     rows: dict[int, dict[str, float]] = {int(h["step"]): dict(h) for h in history}
     for step, recall in val_history:
         rows.setdefault(step, {})[f"val_r{k}"] = recall

@@ -16,7 +16,7 @@ from transformers import Trainer
 from trace_core.model.losses import LossOutput
 from trace_core.training.sampler import TaskBalancedSampler
 
-COMPONENTS = ("loss_gen", "loss_ret", "accuracy")
+COMPONENTS = ("loss_gen", "loss_ret", "loss_route", "accuracy")
 
 
 class TraceTrainer(Trainer):
