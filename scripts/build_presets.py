@@ -42,6 +42,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.lora": True,
         "model.freeze_vision": True,
         "train.lambda_gen": 1.0,
+        "train.lambda_route": 0.0,  # the paper's loss; see README "Routing decision loss"
         "train.warmup_ratio": 0.03,
         "train.per_device_batch_size": 64,  # x 16 GPUs = the paper's global batch 1024
         "train.epochs": 1.0,

@@ -74,10 +74,11 @@ VARIANTS: tuple[Variant, ...] = (
         {
             "cot_generate.routing.reason_datasets": [],
             "train.lambda_gen": 0.0,
+            "train.lambda_route": 0.0,
             "export.routing": "never",
             "tracking.promote": False,
         },
-        "control trained without chains (all targets <|emb|> only, lambda_gen = 0), direct embedding",
+        "control trained without chains (all targets <|emb|> only, lambda_gen = lambda_route = 0), direct embedding",
         "control",
     ),
 )

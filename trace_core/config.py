@@ -234,8 +234,8 @@ class TrainParams(Section):
     lambda_gen: float = 0.2
     lambda_ret: float = 1.0
     # CE of each query's first response token (the routing decision), averaged over queries;
-    # not in the paper (0 = the paper's loss), see README "Routing decision loss"
-    lambda_route: float = Field(0.0, ge=0.0)
+    # our addition (0 = the paper's loss, as in the full preset), see README "Routing decision loss"
+    lambda_route: float = Field(1.0, ge=0.0)
     temperature: float = 0.05
     learnable_temperature: bool = False
     hard_negatives: int = 0

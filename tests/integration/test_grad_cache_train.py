@@ -13,36 +13,19 @@ from typing import Any
 
 import pytest
 import torch
-from micro import micro_tiny
+from micro import SMALL_MINI, micro_train_params
 
-from trace_core.config import MiniParams, Params, dump_params, parse_params
+from trace_core.config import Params
 from trace_core.data.mini import write_mini
 from trace_core.paths import Paths
 
-MICRO = micro_tiny(600)
-SMALL = MiniParams(image_size=56, train_per_task=4, test_per_task=2, pool_per_task=8, val_per_task=1, n_entities=12)
+SMALL = SMALL_MINI
 
 
 def _params(root: Path, chunk: int) -> Params:
-    raw = dump_params(Params())
-    raw["model"]["tiny"] = MICRO.model_dump()
-    raw["download"]["mini"] = SMALL.model_dump()
-    raw["train"].update(
-        {
-            "deepspeed": True,
-            "per_device_batch_size": 8,
-            "max_steps": 2,
-            "logging_steps": 1,
-            "eval_steps": 0,
-            "save_steps": 1000,
-            "val_queries": 16,
-            "learning_rate": 1e-3,
-            "grad_cache_chunk": chunk,
-        }
+    return micro_train_params(
+        root, tracking=False, deepspeed=True, max_steps=2, eval_steps=0, save_steps=1000, grad_cache_chunk=chunk
     )
-    raw["tracking"]["enabled"] = False
-    raw["paths"] = {k: str(root / v) for k, v in raw["paths"].items()}
-    return parse_params(raw)
 
 
 def _partition_everything(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,38 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from micro import micro_tiny
+from micro import SMALL_MINI, micro_tiny, micro_train_params
 
-from trace_core.config import MiniParams, Params, dump_params, parse_params
+from trace_core.config import Params
 from trace_core.data.mini import write_mini
 from trace_core.paths import Paths
 
 MICRO = micro_tiny(600)
-SMALL = MiniParams(image_size=56, train_per_task=4, test_per_task=2, pool_per_task=8, val_per_task=1, n_entities=12)
-
-
-def make_params(root: Path, **train: object) -> Params:
-    raw = dump_params(Params())
-    raw["model"]["tiny"] = MICRO.model_dump()
-    raw["download"]["mini"] = SMALL.model_dump()
-    raw["train"].update(
-        {
-            "deepspeed": False,
-            "per_device_batch_size": 8,
-            "max_steps": 4,
-            "logging_steps": 1,
-            "eval_steps": 2,
-            "save_steps": 2,
-            "val_queries": 16,
-            "learning_rate": 1e-3,
-            **train,
-        }
-    )
-    raw["tracking"].update(
-        {"tracking_uri": f"sqlite:///{root / 'mlruns.db'}", "artifact_location": str(root / "mlartifacts")}
-    )
-    raw["paths"] = {k: str(root / v) for k, v in raw["paths"].items()}
-    return parse_params(raw)
+SMALL = SMALL_MINI
+make_params = micro_train_params
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +126,7 @@ def test_zero3_cpu_stage_trains_and_saves(mini_root: Path, tmp_path: Path, monke
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "mbeir").symlink_to(Paths.from_params(make_params(mini_root)).data_root)
-    params = make_params(tmp_path, deepspeed=True, max_steps=3, eval_steps=3, save_steps=2)
-    params = parse_params({**dump_params(params), "tracking": {**dump_params(params)["tracking"], "enabled": False}})
+    params = make_params(tmp_path, tracking=False, deepspeed=True, max_steps=3, eval_steps=3, save_steps=2)
     paths = Paths.from_params(params)
     summary = stage.run(params, paths)
     assert summary["steps"] == 3 and summary["final_loss"] is not None
