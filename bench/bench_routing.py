@@ -4,7 +4,9 @@ Runs the trained model on M-BEIR-mini test queries, modes interleaved in one pro
 ratios are measured side by side (median of ``--repeats``):
 
 * "direct" tasks (datasets the router sends direct): target adaptive >= 0.9x never;
-* edit tasks (CIRR, FashionIQ composed edits), where adaptive reasons.
+* edit tasks (CIRR, FashionIQ composed edits), where adaptive reasons;
+* a mixed, shuffled stream of all 16 tasks: reasoning rows pooled across batches (what
+  ``TraceEncoder`` does) vs decoded batch by batch.
 
 Then export throughput (candidate shards written, collate and image loading included) vs
 the bare model forward on pre-built batches of the same size. JSON to bench/results/.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import statistics
 import tempfile
 import time
@@ -68,6 +71,42 @@ def bench_modes(encoder, items, paths: Paths, args, ex) -> dict:
         for m in out:
             out[m]["ratio_vs_never"] = out[m]["qps"] / out["never"]["qps"]
     return {"n_queries": len(items), "modes": out}
+
+
+def bench_pooling(encoder, items, paths: Paths, args, ex) -> dict:
+    """Adaptive QPS on a mixed stream: reasoning rows pooled across batches vs decoded per batch.
+
+    ``items`` mixes every task (shuffled), as a serving endpoint sees them. The per-batch
+    variant is :func:`routed_encode` on each batch (each batch decodes its own few reasoning
+    rows); the pooled one is ``TraceEncoder.encode_queries``. Same routes in both.
+    """
+    cap, bs = ex.max_new_tokens, ex.batch_size
+
+    def per_batch() -> list[str]:
+        routes: list[str] = []
+        for s in range(0, len(items), bs):
+            routes += encoder._routed(items[s : s + bs], paths.data_root, "adaptive", cap).routes
+        return routes
+
+    def pooled() -> list[str]:
+        return encoder.encode_queries(items, paths.data_root, "adaptive", cap, bs).routes
+
+    times: dict[str, list[float]] = {"pooled": [], "per_batch": []}
+    routes: dict[str, list[str]] = {}
+    for _ in range(args.repeats):
+        for name, fn in (("pooled", pooled), ("per_batch", per_batch)):
+            t0 = time.perf_counter()
+            routes[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    qps = {k: len(items) / statistics.median(v) for k, v in times.items()}
+    return {
+        "n_queries": len(items),
+        "routes": {r: routes["pooled"].count(r) for r in ("direct", "reasoned", "forced")},
+        "same_routes": routes["pooled"] == routes["per_batch"],
+        "qps": qps,
+        "seconds": times,
+        "pooled_vs_per_batch": qps["pooled"] / qps["per_batch"],
+    }
 
 
 def bench_export(encoder, paths: Paths, stem: str, args, ex) -> dict:
@@ -127,6 +166,7 @@ def main() -> None:
     ap.add_argument("--modes", default="adaptive,never,always")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--limit", type=int, default=256, help="queries per task / candidates for the export bench")
+    ap.add_argument("--mixed-per-task", type=int, default=16, help="queries per task in the mixed pooling bench")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: params.export.device)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/bench_routing.json"))
     args = ap.parse_args()
@@ -169,6 +209,10 @@ def main() -> None:
             if direct_items:
                 sub = argparse.Namespace(**{**vars(args), "modes": "adaptive,never"})
                 result[group]["routed_direct_only"] = bench_modes(encoder, direct_items, paths, sub, ex)
+    with torch.inference_mode():
+        mixed = query_items(paths, present, params.base.seed, args.mixed_per_task)
+        random.Random(params.base.seed).shuffle(mixed)
+        result["mixed_pooling"] = {"tasks": present, **bench_pooling(encoder, mixed, paths, args, ex)}
     result["export"] = bench_export(encoder, paths, direct[0], args, ex)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
