@@ -44,12 +44,16 @@ def _partition_everything(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _train(params: Params) -> tuple[list[float], list[float], dict[str, torch.Tensor]]:
     """Per-step losses, per-step gradient norms and the consolidated trained weights."""
-    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+    from trace_core.training.build import deepspeed_scope
 
+    with deepspeed_scope():  # as the train stage: the global ZeRO-3 config ends with the run
+        return _train_in_scope(params)
+
+
+def _train_in_scope(params: Params) -> tuple[list[float], list[float], dict[str, torch.Tensor]]:
     from trace_core.training.build import build_trainer, full_state_dict
     from trace_core.training.train import checkpoint_dir, load_samples
 
-    unset_hf_deepspeed_config()  # a previous run's ZeRO-3 config would build this model under zero.Init
     paths = Paths.from_params(params)
     samples, _ = load_samples(params, paths)
     parts = build_trainer(params, paths, samples, checkpoint_dir(paths), cuda=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -131,5 +132,9 @@ def test_zero3_cpu_stage_trains_and_saves(mini_root: Path, tmp_path: Path, monke
     summary = stage.run(params, paths)
     assert summary["steps"] == 3 and summary["final_loss"] is not None
     assert (stage.checkpoint_dir(paths) / "checkpoint-2").is_dir()
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    assert not is_deepspeed_zero3_enabled()  # the global ZeRO-3 config ends with the stage
+    assert "LOCAL_RANK" not in os.environ  # the stage's launch variables are restored too
     enc = load_encoder(paths.model_dir)
     assert enc.dim == MICRO.hidden_size

@@ -123,6 +123,45 @@ def build_trainer(params: Params, paths: Paths, samples: list[TrainSample], ckpt
     return TrainParts(trainer, model, bb, val_cb, metrics_cb, len(train), len(val), counts)
 
 
+#: environment the train stage may set (single-process launch, accelerate's DeepSpeed switch)
+SCOPED_ENV = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "DS_ACCELERATOR",
+    "ACCELERATE_USE_DEEPSPEED",
+)
+
+
+@contextmanager
+def deepspeed_scope() -> Iterator[None]:
+    """Keep the train stage's process-global distributed state inside the stage.
+
+    ``TrainingArguments`` registers its DeepSpeed config globally (while it is set, every
+    ``from_pretrained`` builds under ``zero.Init``) and sets ``ACCELERATE_USE_DEEPSPEED``;
+    accelerate caches its state in singletons. On leaving, all of that is undone (env
+    restored, config unset, singletons reset), so a later load or training run in the same
+    process starts clean. The gloo group DeepSpeed opened stays: deepspeed.comm caches it and
+    cannot initialise again after ``destroy_process_group``.
+    """
+    from accelerate.state import AcceleratorState
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    saved = {k: os.environ.get(k) for k in SCOPED_ENV}
+    try:
+        yield
+    finally:
+        unset_hf_deepspeed_config()
+        AcceleratorState._reset_state(reset_partial_state=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 @contextmanager
 def full_init(trainer: Any) -> Iterator[None]:
     """Build models unpartitioned while the Trainer's (global) ZeRO-3 config is set.

@@ -162,29 +162,30 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     import torch
 
     from trace_core import tracking
-    from trace_core.training.build import build_trainer, save_trained
+    from trace_core.training.build import build_trainer, deepspeed_scope, save_trained
 
     if params.model.emb_token != EMB_TOKEN:
         raise ValueError(f"model.emb_token must be {EMB_TOKEN} (the training file's target token)")
-    cuda = torch.cuda.is_available()
-    configure_environment(params, paths, cuda)
-    samples, data_hash = load_samples(params, paths)
-    ckpt_root = checkpoint_dir(paths)
-    resume = prepare_checkpoints(ckpt_root, run_key(params, data_hash))
-    with tracking.stage_run(params, STAGE):
-        parts = build_trainer(params, paths, samples, ckpt_root, cuda)
-        t0 = time.perf_counter()
-        parts.trainer.train(resume_from_checkpoint=resume)
-        wall = time.perf_counter() - t0
-        summary = train_summary(parts.trainer, parts.val_cb, parts.metrics_cb, wall, parts.n_train, parts.n_val)
-        summary.update(parts.counts)
-        save_trained(parts, params, paths.model_dir)
-        if parts.trainer.args.process_index == 0:
-            curve = paths.reports_dir / STAGE / "curve.csv"
-            write_text(curve, curve_csv(parts.metrics_cb.history, parts.val_cb.history, parts.val_cb.k))
-            write_json(paths.metrics_file(STAGE), summary)
-        tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-        tracking.log_artifact(paths.metrics_file(STAGE))
-        summary["registered_version"] = tracking.register_model(params, paths.model_dir)
+    with deepspeed_scope():  # distributed/DeepSpeed globals end with the stage
+        cuda = torch.cuda.is_available()
+        configure_environment(params, paths, cuda)
+        samples, data_hash = load_samples(params, paths)
+        ckpt_root = checkpoint_dir(paths)
+        resume = prepare_checkpoints(ckpt_root, run_key(params, data_hash))
+        with tracking.stage_run(params, STAGE):
+            parts = build_trainer(params, paths, samples, ckpt_root, cuda)
+            t0 = time.perf_counter()
+            parts.trainer.train(resume_from_checkpoint=resume)
+            wall = time.perf_counter() - t0
+            summary = train_summary(parts.trainer, parts.val_cb, parts.metrics_cb, wall, parts.n_train, parts.n_val)
+            summary.update(parts.counts)
+            save_trained(parts, params, paths.model_dir)
+            if parts.trainer.args.process_index == 0:
+                curve = paths.reports_dir / STAGE / "curve.csv"
+                write_text(curve, curve_csv(parts.metrics_cb.history, parts.val_cb.history, parts.val_cb.k))
+                write_json(paths.metrics_file(STAGE), summary)
+            tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+            tracking.log_artifact(paths.metrics_file(STAGE))
+            summary["registered_version"] = tracking.register_model(params, paths.model_dir)
     log.info("train: %s", {k: v for k, v in summary.items() if k != "val_history"})
     return summary
