@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from trace_core.config import load_params
+from trace_core.config import load_params, set_dotted
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = {
@@ -68,13 +68,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def apply(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Set dotted keys that already exist in ``raw`` (a typo raises KeyError)."""
     for key, value in overrides.items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        if leaf not in node:
-            raise KeyError(f"params.yaml has no key {key!r}")
-        node[leaf] = value
+        set_dotted(raw, key, value)
     return raw
 
 

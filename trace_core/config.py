@@ -373,3 +373,18 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
 def dump_params(params: Params) -> dict[str, Any]:
     """Return the params as a plain mapping with the ``params.yaml`` key names."""
     return params.model_dump(by_alias=True, mode="json")
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``section.sub.key`` in a nested params mapping; the key must already exist.
+
+    Raises:
+        KeyError: naming the key, for a typo or a key the schema does not have.
+    """
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node[part]
+    if leaf not in node:
+        raise KeyError(f"params.yaml has no key {key!r}")
+    node[leaf] = value

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from trace_core.config import set_dotted
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -26,15 +28,7 @@ SMALL: dict[str, Any] = {
 }
 
 
-def set_key(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set a dotted key in a nested mapping; the key must already exist."""
-    node = raw
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        node = node[part]
-    if leaf not in node:
-        raise KeyError(f"params.yaml has no key {dotted!r}")
-    node[leaf] = value
+set_key = set_dotted  # dotted params key that must already exist
 
 
 def env() -> dict[str, str]:

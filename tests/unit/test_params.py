@@ -45,3 +45,13 @@ def test_bad_yaml_file_named(tmp_path: Path) -> None:
     p.write_text("download: [unclosed\n")
     with pytest.raises(ParamsError, match=str(p)):
         load_params(p)
+
+
+def test_set_dotted_sets_existing_keys_and_names_typos() -> None:
+    from trace_core.config import set_dotted
+
+    raw = {"train": {"lambda_route": 1.0}}
+    set_dotted(raw, "train.lambda_route", 0.0)
+    assert raw == {"train": {"lambda_route": 0.0}}
+    with pytest.raises(KeyError, match="train.lambda_rout'"):
+        set_dotted(raw, "train.lambda_rout", 0.0)
