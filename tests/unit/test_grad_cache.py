@@ -140,7 +140,7 @@ def test_chunked_step_equals_one_forward(setup: tuple[Backbone, dict[str, Any]],
 
 
 def test_chunked_step_without_labelled_tokens(setup: tuple[Backbone, dict[str, Any]]) -> None:
-    """No labelled token: L_gen is 0 in both paths (as ``generation_loss``), gradients still match."""
+    """No labelled token: L_gen is 0 in both paths (the empty token mean), gradients still match."""
     bb, batch = setup
     model, batch = _model(bb, batch, torch.float64)
     unlabelled = {**batch, "labels": torch.full_like(batch["labels"], IGNORE_INDEX)}

@@ -12,7 +12,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from trace_core.model.losses import combine, gather_with_grad, generation_loss, info_nce_from_embeddings
+from trace_core.model.losses import (
+    combine,
+    gather_with_grad,
+    info_nce_from_embeddings,
+    mean_of_sums,
+    token_cross_entropy,
+)
 
 
 def _unit(n: int, d: int, seed: int) -> torch.Tensor:
@@ -42,8 +48,12 @@ def test_negative_count_checked() -> None:
 
 def test_generation_loss_and_combine() -> None:
     logits = torch.tensor([[10.0, 0.0], [0.0, 10.0]])
-    assert generation_loss(logits, torch.tensor([0, 1])).item() < 1e-3
-    assert generation_loss(logits[:0], torch.tensor([], dtype=torch.long)).item() == 0.0
+    targets = torch.tensor([0, 1])
+    ce = token_cross_entropy(logits, targets)
+    torch.testing.assert_close(ce, torch.nn.functional.cross_entropy(logits, targets, reduction="none"))
+    assert mean_of_sums([ce.sum()], torch.tensor(2)).item() < 1e-3
+    empty = token_cross_entropy(logits[:0], targets[:0]).sum()
+    assert mean_of_sums([empty], torch.tensor(0)).item() == 0.0  # no labelled token: L_gen = 0
     total = combine(torch.tensor(2.0), torch.tensor(3.0), 0.5, 2.0, ret_scale=2.0)
     assert total.item() == pytest.approx(0.5 * 2 + 2 * 2 * 3)
 

@@ -25,8 +25,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from transformers.utils import ModelOutput
 
-from trace_core.model.collate import IGNORE_INDEX
-
 
 @dataclass
 class LossOutput(ModelOutput):
@@ -108,23 +106,11 @@ def info_nce_from_embeddings(
     return loss, accuracy
 
 
-def generation_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean token cross-entropy over the labelled (response) positions.
-
-    Args:
-        logits: (n_labelled, vocab) logits at the positions that predict a labelled token.
-        targets: (n_labelled,) the labelled token ids.
-    """
-    if targets.numel() == 0:
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
-
-
 def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-token cross-entropy (n_labelled,) over the labelled positions (float32).
 
     Its sum over chunks divided by the batch's labelled-token count (:func:`mean_of_sums`)
-    is :func:`generation_loss` of the whole batch.
+    is the generation loss ``L_gen`` of the whole batch (the mean token CE).
     """
     return F.cross_entropy(logits.float(), targets, reduction="none")
 
@@ -144,7 +130,7 @@ def first_labelled(mask: torch.Tensor) -> torch.Tensor:
 def mean_of_sums(sums: list[torch.Tensor], count: torch.Tensor) -> torch.Tensor:
     """``sum(sums) / count``: the mean token CE from per-chunk sums.
 
-    With no labelled token every sum is 0, and so is the result (as in :func:`generation_loss`).
+    With no labelled token every sum is 0, and so is the result.
     """
     return torch.stack(sums).sum() / count.clamp(min=1)
 
