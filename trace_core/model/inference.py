@@ -183,9 +183,8 @@ class TraceEncoder:
         routes: list[str] = ["direct"] * n
         generated: list[list[int]] = [[] for _ in range(n)]
         pending: list[int] = []
-        first_cap = 0 if mode != "never" else max_new_tokens  # pass 1: prefill only, no decoding
-        for s in self._batches(items, batch_size, "queries"):
-            res = self._routed(items[s : s + batch_size], image_root, mode, first_cap)
+        for s in self._batches(items, batch_size, "queries"):  # pass 1: prefill only (cap 0)
+            res = self._routed(items[s : s + batch_size], image_root, mode, 0)
             vecs[s : s + len(res.routes)] = res.vectors.float().cpu().numpy()
             for i, route in enumerate(res.routes):
                 if route == "forced" and max_new_tokens > 0:  # wants a chain: decoded in pass 2

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from trace_core.model.collate import Processors, encode_items
-from trace_core.model.inference import routed_encode
+from trace_core.model.collate import Processors
+from trace_core.model.inference import TraceEncoder
 from trace_core.model.trace_model import TraceModel
-from trace_core.types import Route, RoutingMode, TrainSample
+from trace_core.types import RoutingMode, TrainSample
 
 log = logging.getLogger(__name__)
 
@@ -36,40 +36,6 @@ def _is_main() -> bool:
 
 def _device(model: TraceModel) -> torch.device:
     return next(model.parameters()).device
-
-
-@torch.no_grad()
-def _encode_candidates(
-    model: TraceModel, proc: Processors, items: list[Any], image_root: Path, batch_size: int
-) -> np.ndarray:
-    out = []
-    for s in range(0, len(items), batch_size):
-        chunk = items[s : s + batch_size]
-        n = len(chunk)
-        batch = encode_items(proc, chunk, ["candidate"] * n, [proc.emb_token] * n, [False] * n, image_root)
-        out.append(model.encode_candidates({k: v.to(_device(model)) for k, v in batch.items()}).float().cpu().numpy())
-    return np.concatenate(out, axis=0)
-
-
-@torch.no_grad()
-def _encode_queries(
-    model: TraceModel,
-    proc: Processors,
-    items: list[Any],
-    image_root: Path,
-    batch_size: int,
-    routing: RoutingMode,
-    max_new_tokens: int,
-) -> tuple[np.ndarray, list[Route]]:
-    vecs, routes = [], []
-    for s in range(0, len(items), batch_size):
-        chunk = items[s : s + batch_size]
-        n = len(chunk)
-        batch = encode_items(proc, chunk, ["query"] * n, [None] * n, [False] * n, image_root, "left")
-        res = routed_encode(model, {k: v.to(_device(model)) for k, v in batch.items()}, routing, max_new_tokens)
-        vecs.append(res.vectors.float().cpu().numpy())
-        routes += res.routes
-    return np.concatenate(vecs, axis=0), routes
 
 
 def hit_at_k(q: np.ndarray, c: np.ndarray, positive: Sequence[int], k: int) -> float:
@@ -120,9 +86,10 @@ def validation_recall(
     was_training = model.training
     model.eval()
     try:
-        items = [s.query for s in samples]
-        q, routes = _encode_queries(model, proc, items, image_root, batch_size, routing, max_new_tokens)
-        c = _encode_candidates(model, proc, cands, image_root, batch_size)
+        encoder = TraceEncoder(model, proc, "validation", str(_device(model)))  # export's encoder
+        encoded = encoder.encode_queries([s.query for s in samples], image_root, routing, max_new_tokens, batch_size)
+        q, routes = encoded.vectors, encoded.routes
+        c = encoder.encode_candidates(cands, image_root, batch_size)
     finally:
         model.train(was_training)
     recall = hit_at_k(q, c, [index[s.positive.id] for s in samples], k)
