@@ -156,7 +156,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     if not paths.index_manifest.exists():
         raise DataError(paths.index_manifest, "file", "no index manifest (run `trace index`)")
     imanifest = read_json(paths.index_manifest)
-    top = read_json(paths.embeddings_dir / "manifest.json")
+    top = read_json(paths.embeddings_manifest)
     if top["model_id"] != imanifest.get("model_id"):
         raise DataError(
             paths.index_manifest,

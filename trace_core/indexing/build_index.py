@@ -35,7 +35,7 @@ def collection_name(pool: str, pool_hash: str) -> str:
 
 def embedding_pools(paths: Paths) -> dict[str, Path]:
     """``pool -> manifest path`` of every exported candidate pool (the union included)."""
-    top_path = paths.embeddings_dir / "manifest.json"
+    top_path = paths.embeddings_manifest
     if not top_path.exists():
         raise DataError(top_path, "file", "no export manifest (run `trace export`)")
     top = read_json(top_path)

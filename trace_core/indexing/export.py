@@ -274,6 +274,6 @@ def run(params: Params, paths: Paths, routing: str | None = None, encoder: Encod
         "pools": pools,
         "union": union,
     }
-    write_json(paths.embeddings_dir / "manifest.json", top)
+    write_json(paths.embeddings_manifest, top)
     log.info("export done: %d tasks, %d routed queries -> %s", len(tasks), n_routed, paths.embeddings_dir)
     return top

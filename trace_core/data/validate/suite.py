@@ -1,6 +1,6 @@
 """Stage ``validate``: Great Expectations suites over whatever M-BEIR files are present.
 
-:func:`trace_core.data.checks.collect` streams the files into tables (structural problems
+:func:`trace_core.data.validate.checks.collect` streams the files into tables (structural problems
 become issues with file and line); one GX suite per table checks every rule, each rule a
 named expectation, so Data Docs show them all. Outputs (written atomically, Data Docs
 swapped in whole): ``reports/validation/{summary.json,data_docs/}`` and
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from trace_core.config import Params
-from trace_core.data.checks import Tables, collect
 from trace_core.data.mbeir import DATASETS, TASKS, TEST_TASKS
+from trace_core.data.validate.checks import Tables, collect
 from trace_core.io import write_json
 from trace_core.paths import Paths
 from trace_core.types import MODALITIES
