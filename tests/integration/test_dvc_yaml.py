@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from import_graph import closure, module_file
+
 from trace_core.cli import app
 from trace_core.config import load_params
 from trace_core.paths import Paths

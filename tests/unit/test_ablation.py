@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from flows import ablation as flow
-from trace_core.evaluation import ablation
 from trace_core.config import Params
 from trace_core.data.mbeir import TEST_TASKS
+from trace_core.evaluation import ablation
 
 
 def _metrics(recall: float, reasoned: float, qps: float) -> dict:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
 import pytest
 
-from trace_core.config import Params
-
-import mlflow
-
 from trace_core import tracking
+from trace_core.config import Params
 from trace_core.stages import STAGES
 from trace_core.tracking.runs import stage_params
 
