@@ -302,6 +302,7 @@ class EvaluateParams(Section):
     fashion_ks: list[int] = [10, 20, 50]
     union_pool: bool = True
     run_id: str = "trace"
+    gallery_queries: int = Field(3, ge=0)  # queries per task in reports/gallery/index.html (0: none)
 
 
 class TrackingParams(Section):

@@ -20,12 +20,26 @@ class DataError(ValueError):
         super().__init__(f"{path}:{where}: {rule}")
 
 
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file: ``0o666`` less the process umask (0644 under umask 022)."""
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
-    """Open a temp file beside ``path``; rename it into place only if the block succeeds."""
+def atomic_open(
+    path: str | Path, mode: str = "w", encoding: str | None = "utf-8", file_mode: int | None = None
+) -> Iterator[IO[Any]]:
+    """Open a temp file beside ``path``; rename it into place only if the block succeeds.
+
+    The file ends with ``file_mode`` (default: what a plain ``open()`` would give, see
+    :func:`default_file_mode`), not the 0600 of the temporary file.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.fchmod(fd, default_file_mode() if file_mode is None else file_mode)
     os.close(fd)
     enc = None if "b" in mode else encoding
     try:

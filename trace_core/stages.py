@@ -155,8 +155,8 @@ STAGES: dict[str, Stage] = {
             train_run,
             "train",
             params=("base.seed", "model", "train"),
-            code=(*COMMON_CODE, *DATA_CODE, *MODEL_CODE, "trace_core/training"),
-            outs=("${paths.model_dir}",),
+            code=(*COMMON_CODE, *DATA_CODE, *MODEL_CODE, "trace_core/plots.py", "trace_core/training"),
+            outs=("${paths.model_dir}", "${paths.reports_dir}/train/curve.png"),
             metrics="train",
         ),
         Stage(
@@ -182,13 +182,14 @@ STAGES: dict[str, Stage] = {
             "evaluate",
             evaluate_run,
             "evaluate",
-            params=("index", "evaluate"),
-            code=(*COMMON_CODE, *PARSER_CODE, "trace_core/flatten.py", "trace_core/indexing")
-            + ("trace_core/evaluation",),
+            params=("base.seed", "index", "evaluate"),
+            code=(*COMMON_CODE, *PARSER_CODE, "trace_core/data/instructions.py", "trace_core/flatten.py")
+            + ("trace_core/indexing", "trace_core/plots.py", "trace_core/evaluation"),
             outs=(
                 "${paths.reports_dir}/mbeir.md",
                 "${paths.reports_dir}/runs",
                 "${paths.reports_dir}/plots",
+                "${paths.reports_dir}/gallery",
             ),
             metrics="mbeir",
         ),

@@ -17,7 +17,13 @@ import numpy as np
 from trace_core.config import Params
 from trace_core.data.mbeir import TestTask, present_test_tasks, qrels_file, read_qrels
 from trace_core.evaluation.mbeir import build_table, task_ks
-from trace_core.evaluation.metrics import RunEntry, format_run_line, ranked_entries, recall_at_ks
+from trace_core.evaluation.metrics import (
+    RunEntry,
+    chance_hit_at_k,
+    format_run_line,
+    ranked_entries,
+    recall_at_ks,
+)
 from trace_core.indexing.backend import VectorIndex
 from trace_core.indexing.build_index import open_index
 from trace_core.indexing.shards import iter_chunks, load_embeddings, load_manifest
@@ -64,7 +70,11 @@ def score_task(
     rankings, entries = rank_queries(index, pool_ids, qids, vectors, max(ks), params.evaluate.run_id, task.task_id)
     qrels = read_qrels(qrels_file(paths.data_root, "test", task.stem))
     positives = {q: e.positives for q, e in qrels.items()}
-    return TaskResult(recall_at_ks(rankings, positives, qids, ks), entries)
+    metrics = recall_at_ks(rankings, positives, qids, ks)
+    # expected reported recall of a random ranking of this pool (the plots' chance line)
+    chances = [chance_hit_at_k(len(pool_ids), len(positives.get(q, ())), task.reported_k) for q in qids]
+    metrics["chance"] = sum(chances) / len(chances) if chances else 0.0
+    return TaskResult(metrics, entries)
 
 
 def pool_ids(manifest_path: Path) -> list[str]:
@@ -125,7 +135,7 @@ def evaluate_scope(
     for task in tasks:
         index, ids = searcher.get(task.stem if scope == "local" else UNION)
         out[task.stem] = score_task(task, searcher.params, searcher.paths, index, ids, queries[task.stem])
-        log.info("%s %s: %s", scope, task.stem, {k: round(v, 4) for k, v in out[task.stem].metrics.items()})
+        log.debug("%s %s: %s", scope, task.stem, {k: round(v, 4) for k, v in out[task.stem].metrics.items()})
     return out
 
 
@@ -182,5 +192,35 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     metrics["index"] = {"backend": imanifest["backend"], "index_type": imanifest["index_type"]}
     write_json(paths.metrics_file("mbeir"), metrics)
     files = write_reports(metrics, paths.reports_dir)
+    if params.evaluate.gallery_queries > 0:
+        files.append(write_task_gallery(params, paths, tasks, scoped["local"]))
     log_to_tracking(params, metrics, [paths.metrics_file("mbeir"), *files, runs_dir])
+    log.info("evaluate: %s", summary_line(metrics))
     return metrics
+
+
+def write_task_gallery(params: Params, paths: Paths, tasks: list[TestTask], local: dict[str, TaskResult]) -> Path:
+    """``reports/gallery/index.html``: a few queries per task with their local-pool top 5."""
+    from trace_core.evaluation import gallery
+
+    entries = {stem: r.entries for stem, r in local.items()}
+    n = params.evaluate.gallery_queries
+    sections = gallery.collect(
+        paths.data_root, tasks, entries, paths.embeddings_dir / "routing.jsonl", params.base.seed, n
+    )
+    note = (
+        f"{n} test queries per task (spread over the file), searched in the task's local pool; top 5 shown, "
+        "positives (qrels) outlined in green. Route: direct = embedded at once, reasoned = the model wrote a "
+        "chain before <|emb|>, forced = a chain was forced."
+    )
+    return gallery.write_gallery(paths.reports_dir / "gallery" / "index.html", sections, note)
+
+
+def summary_line(metrics: dict[str, Any]) -> str:
+    """One line: the local (and union) M-BEIR average in % over the scored tasks, and query QPS."""
+    parts = []
+    for scope in ("local", "union"):
+        table = metrics.get(scope, {}).get("table", {})
+        if table.get("average") is not None:
+            parts.append(f"{scope} average {100 * table['average']:.1f}% over {table['n_tasks']} tasks")
+    return "; ".join(parts) + f"; {metrics.get('query_qps', 0.0):.1f} queries/s encoded"

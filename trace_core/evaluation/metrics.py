@@ -133,3 +133,19 @@ def score_run_files(run: Path, qrels: list[Path], ks: list[int]) -> dict[str, di
         positives = {q: e.positives for q, e in entries.items()}
         out[qrels_stem(qpath)] = recall_at_ks(rankings, positives, sorted(entries), ks)
     return out
+
+
+def chance_hit_at_k(n_pool: int, n_positives: int, k: int) -> float:
+    """Expected hit@k of a uniformly random ranking of ``n_pool`` candidates, ``n_positives`` of them positive.
+
+    ``1 - C(N - P, k) / C(N, k)``, computed as a product so huge pools stay exact enough:
+    the chance that none of the first ``k`` draws without replacement is a positive, flipped.
+    0.0 without positives or candidates; 1.0 when ``k`` covers every negative.
+    """
+    if n_positives <= 0 or n_pool <= 0:
+        return 0.0
+    n_positives = min(n_positives, n_pool)
+    miss = 1.0
+    for i in range(min(k, n_pool)):
+        miss *= max(n_pool - n_positives - i, 0) / (n_pool - i)
+    return 1.0 - miss

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from trace_core.config import Params
-from trace_core.data.mbeir import TEST_TASKS
+from trace_core.data.mbeir import TEST_TASKS, TestTask
+from trace_core.evaluation.mbeir import reported_metric
 from trace_core.flatten import numeric_leaves
 from trace_core.io import atomic_open, write_text
 
@@ -32,11 +33,11 @@ def table_markdown(metrics: dict[str, Any], scopes: list[str]) -> str:
 
 
 def task_markdown(metrics: dict[str, Any], scopes: list[str]) -> str:
-    """Per-task recalls, routing rates and query-encoding QPS."""
+    """Per-task recalls, chance level (random ranking of the local pool), routing rates and query QPS."""
     head = (
         "| # | task | metric | "
         + " | ".join(scopes)
-        + " | R@1 local | direct | reasoned | forced | tokens/query | QPS |"
+        + " | chance local | R@1 local | direct | reasoned | forced | tokens/query | QPS |"
     )
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for t in TEST_TASKS:
@@ -47,8 +48,9 @@ def task_markdown(metrics: dict[str, Any], scopes: list[str]) -> str:
         r = metrics["routing"][t.stem]
         routes = " | ".join(f"{100 * r[f'{x}_rate']:.0f}%" for x in ROUTES)
         r1 = _pct(metrics["local"]["tasks"][t.stem].get("R@1"))
+        chance = _pct(metrics["local"]["tasks"][t.stem].get("chance"))
         tail = f"{r['mean_new_tokens']:.1f} | {r['qps']:.1f}"
-        lines.append(f"| {t.column} | {t.label} | {metric} | {vals} | {r1} | {routes} | {tail} |")
+        lines.append(f"| {t.column} | {t.label} | {metric} | {vals} | {chance} | {r1} | {routes} | {tail} |")
     return "\n".join(lines)
 
 
@@ -77,53 +79,76 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
         writer.writerows(rows)
 
 
+def metric_slug(task: TestTask) -> str:
+    """The task's MLflow metric name: column, modalities and dataset, e.g. ``03_qt-ci_Fashion200K``.
+
+    ``(qi,qt)->(ci,ct) OVEN`` becomes ``15_qi.qt-ci.ct_OVEN`` (MLflow names allow no brackets or commas).
+    """
+    mods = task.label.split(" ", 1)[0].replace("->", "-").replace("(", "").replace(")", "").replace(",", ".")
+    return f"{task.column:02d}_{mods}_{task.dataset}"
+
+
+def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The table in % as MLflow metrics: ``mbeir/<scope>/avg`` and ``mbeir/<scope>/<NN_task>`` per column."""
+    out: dict[str, float] = {}
+    for scope in (s for s in ("local", "union") if s in metrics):
+        table = metrics[scope]["table"]
+        if table.get("average") is not None:
+            out[f"mbeir/{scope}/avg"] = round(100 * table["average"], 4)
+        for t in TEST_TASKS:
+            if table.get(t.stem) is not None:
+                out[f"mbeir/{scope}/{metric_slug(t)}"] = round(100 * table[t.stem], 4)
+    if metrics.get("query_qps"):
+        out["mbeir/query_qps"] = round(float(metrics["query_qps"]), 4)
+    return out
+
+
 def plot_rows(metrics: dict[str, Any]) -> tuple[list[list[Any]], list[list[Any]]]:
-    """Rows of ``per_task.csv`` (task, scope, recall) and ``routing.csv`` (task, rates)."""
+    """Rows of ``per_task.csv`` (task label, pool, metric, recall %, chance %) and ``routing.csv`` (route %)."""
     scopes = [s for s in ("local", "union") if s in metrics]
     per_task: list[list[Any]] = []
     routing: list[list[Any]] = []
     for t in TEST_TASKS:
         if t.stem not in metrics["local"]["tasks"]:
             continue
-        per_task.extend([t.stem, s, round(metrics[s]["table"][t.stem], 6)] for s in scopes)
+        for s in scopes:
+            chance = metrics[s]["tasks"][t.stem].get("chance")
+            pct = None if chance is None else round(100 * chance, 4)
+            per_task.append([t.label, s, reported_metric(t), round(100 * metrics[s]["table"][t.stem], 4), pct])
         r = metrics["routing"][t.stem]
-        routing.append([t.stem, *(round(r[f"{x}_rate"], 6) for x in ROUTES), round(r["qps"], 3)])
+        routing.append([t.label, *(round(100 * r[f"{x}_rate"], 4) for x in ROUTES), round(r["qps"], 3)])
     return per_task, routing
 
 
 def write_plots(per_task: list[list[Any]], routing: list[list[Any]], out: Path) -> list[Path]:
-    """PNG bar charts of the reported recall per task and of the routing rates."""
-    import matplotlib
+    """``per_task.png`` (reported recall per task and pool, averages, chance) and ``routing.png``."""
+    from trace_core.plots import Series, grouped_bars, stacked_bars
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = [r[0] for r in routing]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(tasks) + 2), 4))
+    labels = [r[0] for r in routing]
     scopes = sorted({r[1] for r in per_task}, key=["local", "union"].index)
-    width = 0.8 / max(len(scopes), 1)
-    for i, scope in enumerate(scopes):
-        vals = [r[2] for r in per_task if r[1] == scope]
-        ax.bar([j + i * width for j in range(len(tasks))], vals, width, label=scope)
-    ax.set_xticks(range(len(tasks)), tasks, rotation=60, ha="right")
-    ax.set_ylabel("reported recall")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "per_task.png", dpi=100)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(tasks) + 2), 4))
-    bottom = [0.0] * len(tasks)
-    for k, route in enumerate(ROUTES):
-        vals = [r[1 + k] for r in routing]
-        ax.bar(range(len(tasks)), vals, 0.7, bottom=bottom, label=route)
-        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-    ax.set_xticks(range(len(tasks)), tasks, rotation=60, ha="right")
-    ax.set_ylabel("fraction of queries")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "routing.png", dpi=100)
-    plt.close(fig)
-    return [out / "per_task.png", out / "routing.png"]
+    series = [Series(f"{s} pool", [r[3] for r in per_task if r[1] == s]) for s in scopes]
+    chance = [r[4] for r in per_task if r[1] == "local"]
+    files = [
+        grouped_bars(
+            labels,
+            series,
+            out / "per_task.png",
+            title="M-BEIR test: reported recall per task (R@5; R@10 for Fashion200K and FashionIQ)",
+            ylabel="reported recall R@5 / R@10 (%)",
+            chance=chance if all(c is not None for c in chance) else None,
+        )
+    ]
+    parts = {route: [r[1 + k] for r in routing] for k, route in enumerate(ROUTES)}
+    files.append(
+        stacked_bars(
+            labels,
+            parts,
+            out / "routing.png",
+            title="Query routing per task: direct embedding, reasoned (chain, then <|emb|>), forced chain",
+            ylabel="share of test queries (%)",
+        )
+    )
+    return files
 
 
 def write_reports(metrics: dict[str, Any], reports_dir: Path) -> list[Path]:
@@ -132,8 +157,8 @@ def write_reports(metrics: dict[str, Any], reports_dir: Path) -> list[Path]:
     plots.mkdir(parents=True, exist_ok=True)
     write_text(reports_dir / "mbeir.md", markdown(metrics))
     per_task, routing = plot_rows(metrics)
-    _write_csv(plots / "per_task.csv", ["task", "pool", "recall"], per_task)
-    _write_csv(plots / "routing.csv", ["task", *ROUTES, "qps"], routing)
+    _write_csv(plots / "per_task.csv", ["task", "pool", "metric", "recall_pct", "chance_pct"], per_task)
+    _write_csv(plots / "routing.csv", ["task", *(f"{r}_pct" for r in ROUTES), "qps"], routing)
     pngs = write_plots(per_task, routing, plots) if routing else []
     return [reports_dir / "mbeir.md", plots / "per_task.csv", plots / "routing.csv", *pngs]
 
@@ -144,7 +169,10 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def log_to_tracking(params: Params, metrics: dict[str, Any], files: list[Path]) -> None:
-    """Log metrics, report, plots and run files to the active ``evaluate`` run; promote the model.
+    """Log headline metrics, report, plots and run files to the active ``evaluate`` run; promote the model.
+
+    The headline metrics (table in %, see :func:`headline_metrics`) also go to the pipeline's
+    parent run; the full ``metrics/mbeir.json`` is logged by the caller's ``track_stage``.
 
     The run is opened by the caller (the CLI's ``track_stage`` or a flow); without one, the
     logging calls are no-ops and only the promotion decision is made.
@@ -155,7 +183,7 @@ def log_to_tracking(params: Params, metrics: dict[str, Any], files: list[Path]) 
 
     model_run = tracking.find_model_run(params)
     tracking.set_tags({"trace.model_run_id": model_run or "", "trace.model_id": metrics.get("model_id") or ""})
-    tracking.log_metrics(flat_metrics(metrics))
+    tracking.log_headline(headline_metrics(metrics))  # this run and the pipeline's parent run
     for path in files:
         tracking.log_artifact(path, "evaluation")
     tracking.promote_model(params, metrics.get("model_id"), metrics["local"]["table"].get("average"))

@@ -14,12 +14,27 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from trace_core.config import Params
-from trace_core.tracking.runs import TAG_MODEL_ID, active_run_id, set_tags, store_client
+from trace_core.io import sha256_file
+from trace_core.paths import Paths
+from trace_core.tracking.runs import (
+    TAG_COMMIT,
+    TAG_MODEL_ID,
+    TAG_PARAMS_HASH,
+    active_run_id,
+    git_commit,
+    params_hash,
+    set_tags,
+    store_client,
+)
 
 log = logging.getLogger(__name__)
 
 TAG_SCORE = "trace.mbeir_average"
+TAG_SCORE_PCT = "trace.mbeir_average_pct"
 TAG_DECISION = "trace.promotion"
+TAG_DATA_MANIFEST = "trace.data_manifest_sha256"
+TAG_TRAIN_RUN = "trace.train_run_id"
+TAG_EVALUATE_RUN = "trace.evaluate_run_id"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
@@ -60,11 +75,26 @@ def register_model(params: Params, model_dir: Path) -> str:
             registered_model_name=params.tracking.registered_model,
         )
     version = str(info.registered_model_version)
-    if model_id:
-        store_client(params).set_model_version_tag(params.tracking.registered_model, version, TAG_MODEL_ID, model_id)
+    client = store_client(params)
+    for key, value in version_tags(params, model_id).items():
+        client.set_model_version_tag(params.tracking.registered_model, version, key, value)
     set_tags({"trace.registered_version": version, TAG_MODEL_ID: model_id})
     log.info("registered %s version %s", params.tracking.registered_model, version)
     return version
+
+
+def version_tags(params: Params, model_id: str) -> dict[str, str]:
+    """Provenance of a registered version: weights hash, git commit, params hash, data manifest, train run."""
+    manifest = Paths.from_params(params).data_root / "MANIFEST.json"
+    tags = {
+        TAG_COMMIT: git_commit(),
+        TAG_PARAMS_HASH: params_hash(params),
+        TAG_DATA_MANIFEST: sha256_file(manifest) if manifest.is_file() else "missing",
+        TAG_TRAIN_RUN: active_run_id(),
+    }
+    if model_id:
+        tags[TAG_MODEL_ID] = model_id
+    return tags
 
 
 def _model_id(model_dir: Path) -> str:
@@ -114,8 +144,9 @@ def _champion_score(client: MlflowClient, name: str) -> tuple[str, float] | None
 def promote(params: Params, version: str, score: float) -> str:
     """Alias ``version`` champion iff ``score`` beats the current champion's, else challenger.
 
-    The score is stored as a version tag (``trace.mbeir_average``); the decision is tagged on
-    the version, logged to the active run (tags + ``promotion.json``) and returned.
+    The score is stored as version tags (``trace.mbeir_average``, a fraction, and
+    ``trace.mbeir_average_pct``, in %) with the evaluate run that measured it; the decision is
+    tagged on the version, logged to the active run (tags + ``promotion.json``) and returned.
     """
     if not params.tracking.enabled or not version:
         return ""
@@ -124,7 +155,10 @@ def promote(params: Params, version: str, score: float) -> str:
     champion = _champion_score(client, name)
     alias = decide_alias(score, version, champion)
     client.set_model_version_tag(name, version, TAG_SCORE, str(score))
+    client.set_model_version_tag(name, version, TAG_SCORE_PCT, f"{100 * score:.2f}")
     client.set_model_version_tag(name, version, TAG_DECISION, alias)
+    if active_run_id():
+        client.set_model_version_tag(name, version, TAG_EVALUATE_RUN, active_run_id())
     client.set_registered_model_alias(name, alias, version)
     decision = {
         "model": name,

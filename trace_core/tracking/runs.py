@@ -18,12 +18,14 @@ import json
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from trace_core.config import Params, dump_params
@@ -39,7 +41,14 @@ TAG_KIND = "trace.kind"
 TAG_STAGE = "trace.stage"
 TAG_DVC_EXP = "trace.dvc_exp"
 TAG_MODEL_ID = "trace.model_id"
+TAG_PARENT = "mlflow.parentRunId"
 LAST_STAGE = "evaluate"
+#: experiment tag read by the MLflow UI to pick its mode; "custom_model_development" is model training
+#: (runs, metrics, compare view, registry) rather than the GenAI views (traces, prompts).
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+#: longest pipeline run name (the changed params are listed in it, shortened beyond this).
+MAX_RUN_NAME = 120
 
 # (run id, stage) of the stage runs this process opened (innermost last); log_* write to the top.
 _ACTIVE: list[tuple[str, str]] = []
@@ -61,6 +70,40 @@ def params_hash(params: Params) -> str:
     """Short sha256 of the canonical (sorted JSON) params; equal params give equal hashes."""
     blob = json.dumps(dump_params(params), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def committed_params(cwd: Path | None = None) -> dict[str, Any] | None:
+    """The params.yaml of git ``HEAD`` (flattened), or None outside git or without one."""
+    import yaml
+
+    try:
+        out = subprocess.run(
+            ["git", "show", "HEAD:params.yaml"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        )
+        raw = yaml.safe_load(out.stdout)
+    except (OSError, subprocess.SubprocessError, yaml.YAMLError):
+        return None
+    return flatten(raw) if isinstance(raw, dict) else None
+
+
+def changed_params(params: Params, baseline: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Params that differ from ``baseline`` (flattened), e.g. a ``dvc exp run -S`` override; no run name."""
+    if baseline is None:
+        return {}
+    current = flatten(dump_params(params))
+    return {k: v for k, v in sorted(current.items()) if k != "base.run_name" and k in baseline and baseline[k] != v}
+
+
+def pipeline_run_name(run_name: str, changed: Mapping[str, Any], dvc_exp: str | None = None) -> str:
+    """Name of a pipeline run: the run name, the DVC experiment, and the params it changes.
+
+    ``pipeline_run_name("mini", {"train.lambda_gen": 0.5})`` is ``"mini train.lambda_gen=0.5"``;
+    unchanged params give just ``"mini"``. Names longer than :data:`MAX_RUN_NAME` are cut with "...".
+    """
+    parts = [run_name, *([dvc_exp] if dvc_exp and dvc_exp != run_name else [])]
+    parts += [f"{k}={_param_value(v)}" for k, v in changed.items()]
+    name = " ".join(parts)
+    return name if len(name) <= MAX_RUN_NAME else name[: MAX_RUN_NAME - 3] + "..."
 
 
 def stage_params(params: Params, keys: Sequence[str]) -> dict[str, Any]:
@@ -117,11 +160,14 @@ def experiment_id(params: Params, mlflow_client: MlflowClient | None = None) -> 
     client = mlflow_client or store_client(params)
     exp = client.get_experiment_by_name(params.tracking.experiment)
     if exp is not None:
+        if exp.tags.get(TAG_EXPERIMENT_KIND) != MODEL_TRAINING:
+            client.set_experiment_tag(exp.experiment_id, TAG_EXPERIMENT_KIND, MODEL_TRAINING)
         return str(exp.experiment_id)
     location = params.tracking.artifact_location
     if "://" not in location:
         location = Path(location).resolve().as_uri()
-    return str(client.create_experiment(params.tracking.experiment, artifact_location=location))
+    tags = {TAG_EXPERIMENT_KIND: MODEL_TRAINING}
+    return str(client.create_experiment(params.tracking.experiment, artifact_location=location, tags=tags))
 
 
 # --- parent runs ----------------------------------------------------------------------------
@@ -132,13 +178,20 @@ def _find_parent(client: MlflowClient, exp_id: str, tags: Mapping[str, str]) -> 
     return runs[0].info.run_id if runs else None
 
 
-def start_pipeline(params: Params, reuse: bool = True, tags: Mapping[str, str] | None = None) -> str:
+def start_pipeline(
+    params: Params, reuse: bool = True, tags: Mapping[str, str] | None = None, name: str | None = None
+) -> str:
     """Return the id of an open pipeline parent run for these params (created if needed).
+
+    The parent carries every param (flattened) and, once ``evaluate`` ran, the headline
+    metrics (see :func:`log_headline`), so MLflow's compare view sets params against scores.
 
     Args:
         params: the pipeline's params (tags come from them and from git).
         reuse: reuse an unfinished parent with the same commit, params hash and run name.
         tags: extra tags of a newly created parent (e.g. ``trace.ablation``).
+        name: run name; default :func:`pipeline_run_name` of the run name, the DVC experiment and
+            the params that differ from the committed ``params.yaml``.
     """
     if not params.tracking.enabled:
         return ""
@@ -149,10 +202,16 @@ def start_pipeline(params: Params, reuse: bool = True, tags: Mapping[str, str] |
     if found:
         return found
     all_tags = {**base_tags, **(tags or {}), TAG_KIND: "pipeline"}
-    run = client.create_run(exp_id, run_name=f"pipeline-{params.base.run_name}", tags=all_tags)
-    for key, value in sorted(flatten(dump_params(params)).items()):
-        client.log_param(run.info.run_id, key, _param_value(value))
-    log.info("MLflow pipeline run %s (experiment %s)", run.info.run_id, params.tracking.experiment)
+    if name is None:
+        changed = changed_params(params, committed_params())
+        name = pipeline_run_name(params.base.run_name, changed, os.environ.get("DVC_EXP_NAME"))
+    run = client.create_run(exp_id, run_name=name, tags=all_tags)
+    flat = {_metric_key(k): _param_value(v) for k, v in flatten(dump_params(params)).items()}
+    keys = sorted(flat)
+    for start in range(0, len(keys), 100):
+        batch = [Param(k, flat[k]) for k in keys[start : start + 100]]
+        client.log_batch(run.info.run_id, params=batch, synchronous=True)
+    log.info("MLflow pipeline run %s '%s' (experiment %s)", run.info.run_id, name, params.tracking.experiment)
     return str(run.info.run_id)
 
 
@@ -251,6 +310,24 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     clean = {_metric_key(k): float(v) for k, v in metrics.items() if _is_number(v)}
     if clean:
         mlflow.log_metrics(clean, step=step)
+
+
+def log_headline(metrics: Mapping[str, float]) -> None:
+    """Log the headline metrics to the active stage run and to its pipeline parent run.
+
+    The parent run holds every param, so these metrics (the M-BEIR average and per-task
+    numbers) line up against params across pipeline runs in MLflow's compare view.
+    """
+    if not _ACTIVE:
+        return
+    log_metrics(metrics)
+    client = MlflowClient()
+    parent = client.get_run(_ACTIVE[-1][0]).data.tags.get(TAG_PARENT)
+    clean = {_metric_key(k): float(v) for k, v in metrics.items() if _is_number(v)}
+    if parent and clean:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, v, now, 0) for k, v in sorted(clean.items())]
+        client.log_batch(parent, metrics=batch, synchronous=True)
 
 
 def _is_number(value: Any) -> bool:

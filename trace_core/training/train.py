@@ -26,6 +26,7 @@ from trace_core.config import Params, dump_params
 from trace_core.data.dataset import EMB_TOKEN, load_train_samples
 from trace_core.io import sha256_file, write_json, write_text
 from trace_core.paths import Paths
+from trace_core.plots import training_curve
 
 log = logging.getLogger(__name__)
 STAGE = "train"
@@ -150,8 +151,12 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
         save_trained(parts, params, paths.model_dir)
         if parts.trainer.args.process_index == 0:
             curve = paths.reports_dir / STAGE / "curve.csv"
-            write_text(curve, curve_csv(parts.metrics_cb.history, parts.val_cb.history, parts.val_cb.k))
+            text = curve_csv(parts.metrics_cb.history, parts.val_cb.history, parts.val_cb.k)
+            write_text(curve, text)
+            png = training_curve(text, curve.with_suffix(".png"), k=parts.val_cb.k, chance=parts.val_cb.chance)
             write_json(paths.metrics_file(STAGE), summary)
+            tracking.log_artifact(curve, "train")
+            tracking.log_artifact(png, "train")
         tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
         tracking.log_artifact(paths.metrics_file(STAGE))
         summary["registered_version"] = tracking.register_model(params, paths.model_dir)

@@ -3,8 +3,10 @@
 :func:`trace_core.data.validate.checks.collect` streams the files into tables (structural problems
 become issues with file and line); one GX suite per table checks every rule, each rule a
 named expectation, so Data Docs show them all. Outputs (written atomically, Data Docs
-swapped in whole): ``reports/validation/{summary.json,data_docs/}`` and
-``metrics/validation.json``. The stage passes only when every expectation and every file does.
+swapped in whole): ``reports/validation/{summary.json,index.html,data_docs/}`` and
+``metrics/validation.json``; ``index.html`` is the self-contained (offline) index of every rule,
+its reason and its result, GX's own pages are under ``data_docs/``. The stage passes only when
+every expectation and every file does.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 from trace_core.config import Params
 from trace_core.data.mbeir import DATASETS, TASKS, TEST_TASKS
 from trace_core.data.validate.checks import Tables, collect
-from trace_core.io import write_json
+from trace_core.data.validate.docs import RATIONALE, gx_links, link_gx_index, note, render_index
+from trace_core.io import write_json, write_text
 from trace_core.paths import Paths
 from trace_core.types import MODALITIES
 
@@ -128,16 +131,17 @@ RULES: tuple[Rule, ...] = (
 
 
 def make_expectation(rule: Rule) -> Any:
-    """The GX expectation of a rule (its name and description go into ``meta``)."""
+    """The GX expectation of a rule: name, description and rationale in ``meta``, the sentence in ``notes``."""
     import great_expectations.expectations as gxe
 
-    meta = {"rule": rule.name, "description": rule.description}
+    notes = note(rule.name, rule.description)  # shown by Data Docs under the expectation
+    meta = {"rule": rule.name, "description": rule.description, "why": RATIONALE.get(rule.name, "")}
     if rule.kind == "unique":
-        return gxe.ExpectCompoundColumnsToBeUnique(column_list=list(rule.column), meta=meta)
+        return gxe.ExpectCompoundColumnsToBeUnique(column_list=list(rule.column), meta=meta, notes=notes)
     column = rule.column if isinstance(rule.column, str) else rule.column[0]
     if rule.kind == "regex":
-        return gxe.ExpectColumnValuesToMatchRegex(column=column, regex=rule.regex or "", meta=meta)
-    return gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(rule.value_set or ()), meta=meta)
+        return gxe.ExpectColumnValuesToMatchRegex(column=column, regex=rule.regex or "", meta=meta, notes=notes)
+    return gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(rule.value_set or ()), meta=meta, notes=notes)
 
 
 def _locate(item: dict[str, Any], table: str) -> str:
@@ -185,14 +189,33 @@ def _context(docs_dir: Path) -> Any:
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
-def run_suites(tables: Tables, docs_dir: Path, max_listed: int) -> tuple[int, list[dict[str, Any]]]:
-    """Run one suite per table, build Data Docs into ``docs_dir``; return (checks, failures)."""
+def expectation_row(rule: Rule, success: bool, result: dict[str, Any]) -> dict[str, Any]:
+    """One row of the offline index: the rule, its sentence, rows checked and unexpected count."""
+    column = rule.column if isinstance(rule.column, str) else ", ".join(rule.column)
+    kinds = {"unique": "unique", "regex": "match regex", "in_set": "in set"}
+    return {
+        "suite": f"mbeir_{rule.table}",
+        "rule": rule.name,
+        "column": column,
+        "expectation": kinds.get(rule.kind, rule.kind),
+        "note": note(rule.name, rule.description),
+        "success": success,
+        "element_count": result.get("element_count"),
+        "unexpected_count": result.get("unexpected_count", 0),
+    }
+
+
+def run_suites(
+    tables: Tables, docs_dir: Path, max_listed: int
+) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run one suite per table, build Data Docs into ``docs_dir``; return (checks, failures, rows)."""
     logging.getLogger("great_expectations").setLevel(logging.WARNING)  # before import: its INFO lines are noise
     import great_expectations as gx
 
     ctx = _context(docs_dir)
     source = ctx.data_sources.add_pandas("mbeir")
     failures: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     for table, ids in IDS.items():
         rules = [r for r in RULES if r.table == table]
         suite = ctx.suites.add(gx.ExpectationSuite(name=f"mbeir_{table}"))
@@ -204,10 +227,12 @@ def run_suites(tables: Tables, docs_dir: Path, max_listed: int) -> tuple[int, li
         result = vd.run(batch_parameters={"dataframe": getattr(tables, table)}, result_format=fmt)
         by_name = {r.name: r for r in rules}
         for er in result.results:
+            rule = by_name[er.expectation_config.meta["rule"]]
+            rows.append(expectation_row(rule, bool(er.success), er.result))
             if not er.success:
-                failures.append(rule_failure(by_name[er.expectation_config.meta["rule"]], er.result))
+                failures.append(rule_failure(rule, er.result))
     ctx.build_data_docs()
-    return len(RULES), failures
+    return len(RULES), failures, rows
 
 
 def summarize(
@@ -265,12 +290,15 @@ def validate_root(root: Path, out_dir: Path, fraction: float, max_listed: int) -
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".data_docs."))
     try:
-        checks, failures = run_suites(tables, tmp, max_listed)
+        checks, failures, rows = run_suites(tables, tmp, max_listed)
+        link_gx_index(tmp / "index.html")
+        links = gx_links(tmp)
         _swap_dir(tmp, out_dir / "data_docs")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    summary = summarize(root, tables, checks, failures, max_listed)
+    summary = {**summarize(root, tables, checks, failures, max_listed), "expectations": rows}
     write_json(out_dir / "summary.json", summary)
+    write_text(out_dir / "index.html", render_index(summary, links))  # offline: no CDN assets needed
     return summary
 
 
