@@ -10,14 +10,16 @@ pipeline flow opens the MLflow parent run, passes it to every stage through
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import yaml
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,13 +69,46 @@ def _artifact_key(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
 
+def _pipeline_logger() -> Any:
+    """A logger whose lines land on the top-level flow run (what ``deployment run --watch`` streams).
+
+    Inside a phase subflow the task's own logger writes to the subflow's run, which ``--watch``
+    of the pipeline does not show; stage start/finish and summary lines go to the root run too.
+    """
+    from prefect.logging.loggers import flow_run_logger
+    from prefect.runtime import flow_run
+
+    root, current = flow_run.root_flow_run_id, flow_run.id
+    return None if not root or str(root) == str(current) else flow_run_logger(flow_run_id=UUID(str(root)))
+
+
+def is_summary(line: str) -> bool:
+    """Whether a stage output line is one of our INFO lines (summaries, training progress)."""
+    return " INFO trace_core." in line or " WARNING " in line or " ERROR " in line
+
+
 @task(task_run_name="dvc-{stage}", cache_policy=NO_CACHE, persist_result=False)
 def run_stage(stage: str, config: RunConfig, parent_run_id: str = "") -> int:
-    """Run one DVC stage (``dvc repro <stage>``), streaming its output to the Prefect log."""
+    """Run one DVC stage (``dvc repro <stage>``), streaming its output to the Prefect log.
+
+    Start, finish and our own INFO lines are also written to the pipeline's top-level run, so
+    ``prefect deployment run ... --watch`` shows the stages go by.
+    """
     logger = get_run_logger()
+    top = _pipeline_logger()
     root = project_dir(config)
     extra = {PARENT_ENV: parent_run_id} if parent_run_id else {}
-    rc = stream(dvc_command([stage], config.overrides, config.force), root, stage_env(extra), logger.info)
+
+    def emit(line: str) -> None:
+        logger.info(line)
+        if top is not None and is_summary(line):
+            top.info("%s | %s", stage, line)
+
+    (top or logger).info("stage %s: started", stage)
+    start = time.perf_counter()
+    rc = stream(dvc_command([stage], config.overrides, config.force), root, stage_env(extra), emit)
+    verdict = "finished" if rc == 0 else f"FAILED (exit code {rc})"
+    (top or logger).info("stage %s: %s in %.0f s", stage, verdict, time.perf_counter() - start)
     if rc != 0:
         raise RuntimeError(f"dvc stage {stage!r} failed with exit code {rc}")
     return rc
@@ -157,20 +192,66 @@ def open_parent_run(config: RunConfig) -> str:
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def close_parent_run(config: RunConfig, run_id: str, status: str) -> None:
-    """Close the MLflow parent run and publish its id as a Prefect artifact."""
+    """Close the MLflow parent run and publish links to the live MLflow runs as Prefect artifacts.
+
+    When no stage ran (DVC found everything up to date) the empty parent is deleted, and the
+    links point at the latest finished pipeline run of the same params instead.
+    """
     from trace_core import tracking
 
+    if not run_id:
+        return
     params = _load_params(project_dir(config), config)
     with _in_dir(project_dir(config)):
         kept = tracking.end_pipeline(params, run_id, status)
-        uri = tracking.tracking_uri(params)
-    if run_id:
-        note = "" if kept else "- no stage ran (DVC found everything up to date); the empty run was removed\n"
-        text = (
-            f"# MLflow\n\n- tracking URI: `{uri}`\n- experiment: `{params.tracking.experiment}`\n"
-            f"- parent run id: `{run_id}`\n- status: {status}\n{note}"
+        client = tracking.store_client(params)
+        exp_id = tracking.experiment_id(params, client)
+        live = run_id if kept else _latest_pipeline_run(client, exp_id, tracking.params_hash(params))
+        stages = _stage_runs(client, exp_id, live) if live else []
+    base = mlflow_ui_url()
+    note = "" if kept else "No stage ran (DVC found everything up to date); the empty parent run was removed. "
+    if live:
+        create_link_artifact(
+            run_link(base, exp_id, live), link_text=f"MLflow pipeline run {live[:8]}", key="trace-mlflow-run"
         )
-        create_markdown_artifact(text, key="trace-mlflow-run", description="MLflow parent run of this pipeline run")
+    lines = [f"# MLflow ({status})", "", note + f"Served by `make mlflow-ui` at {base}.", ""]
+    if live:
+        lines.append(f"- [pipeline run {live}]({run_link(base, exp_id, live)}) (params and headline metrics)")
+    lines += [f"- [{name}]({run_link(base, exp_id, rid)})" for name, rid in stages]
+    lines.append(f"- [compare pipeline runs]({experiment_link(base, exp_id)})")
+    create_markdown_artifact("\n".join(lines) + "\n", key="trace-mlflow-links", description="MLflow runs")
+
+
+def mlflow_ui_url() -> str:
+    """Base URL of the MLflow UI: ``TRACE_MLFLOW_UI_URL``, an http(s) tracking URI, or ``make mlflow-ui``'s."""
+    uri = os.environ.get("TRACE_MLFLOW_UI_URL") or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    host, port = os.environ.get("MLFLOW_HOST", "127.0.0.1"), os.environ.get("MLFLOW_PORT", "5000")
+    return f"http://{host}:{port}"
+
+
+def run_link(base: str, exp_id: str, run_id: str) -> str:
+    """The MLflow UI page of a run (model-training view)."""
+    return f"{base}/#/experiments/{exp_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+def experiment_link(base: str, exp_id: str) -> str:
+    """The MLflow UI run table of an experiment (model-training view)."""
+    return f"{base}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+
+
+def _latest_pipeline_run(client: Any, exp_id: str, params_hash: str) -> str | None:
+    query = f"tags.`trace.kind` = 'pipeline' and tags.`trace.params_hash` = '{params_hash}'"
+    runs = client.search_runs([exp_id], filter_string=query, max_results=1, order_by=["attributes.start_time DESC"])
+    return str(runs[0].info.run_id) if runs else None
+
+
+def _stage_runs(client: Any, exp_id: str, parent: str) -> list[tuple[str, str]]:
+    runs = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+    order = {name: i for i, name in enumerate(STAGES)}
+    named = [(str(r.data.tags.get("trace.stage", r.info.run_name)), str(r.info.run_id)) for r in runs]
+    return sorted(named, key=lambda x: order.get(x[0], len(order)))
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -195,8 +276,12 @@ def trace_pipeline(config: RunConfig = DEFAULT_CONFIG, phases: list[str] | None 
     results: dict[str, Any] = {"mlflow_parent_run_id": parent}
     status = "FAILED"
     try:
+        previous: list[Any] = []
         for phase in (p for p in PHASES if p in chosen):
-            results[phase] = PHASE_FLOWS[phase](config, parent)
+            # wait_for on the previous phase's state: the run graph draws the phases as a chain
+            state = PHASE_FLOWS[phase](config, parent, return_state=True, wait_for=previous)
+            results[phase] = state.result()  # raises if the phase failed
+            previous = [state]
         status = "FINISHED"
     finally:
         close_parent_run(config, parent, status)

@@ -31,9 +31,10 @@ start_bg() {
 }
 
 # stop_bg NAME SIGNAL: signal the process group recorded for NAME, wait, then SIGKILL it.
+# Silent (status 1) when NAME has no pid file, i.e. was never started by these scripts.
 stop_bg() {
   local name="$1" sig="${2:-TERM}" pidfile="$PIDS/$1.pid"
-  [[ -f "$pidfile" ]] || { echo "$name: not running (no pid file)"; return 0; }
+  [[ -f "$pidfile" ]] || return 1
   local pid; pid="$(cat "$pidfile")"
   if kill -0 "$pid" 2>/dev/null; then
     kill -s "$sig" -- "-$pid" 2>/dev/null || kill -s "$sig" "$pid" 2>/dev/null || true

@@ -9,7 +9,7 @@ top, so ``trace --help`` answers at once.
 from __future__ import annotations
 
 import logging
-import sys
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +18,8 @@ from typing import Annotated, Any, NoReturn, Optional
 import typer
 
 from trace_core.config import Params, load_params
-from trace_core.env import quiet_environment
+from trace_core.env import VERBOSE_ENV, quiet_environment
+from trace_core.logs import setup_logging
 from trace_core.paths import Paths
 from trace_core.stages import STAGES, Stage
 
@@ -34,15 +35,22 @@ ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params YAML fil
 log = logging.getLogger("trace_core")
 
 
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="also show third-party INFO logs and progress bars")
+    ] = False,
+) -> None:
+    """Options of every command (``trace --verbose <command>``)."""
+    if verbose:  # through the environment, so subprocesses and `dvc repro` children see it too
+        os.environ[VERBOSE_ENV] = "1"
+
+
 def _setup(params_path: Path) -> tuple[Params, Paths]:
     """Load params and paths once for a command; configure logging and telemetry."""
     quiet_environment()
     params = load_params(params_path)
-    logging.basicConfig(
-        level=params.base.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(params.base.log_level)
     return params, Paths.from_params(params)
 
 

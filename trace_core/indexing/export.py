@@ -254,7 +254,7 @@ def run(params: Params, paths: Paths, routing: str | None = None, encoder: Encod
     for task in tasks:
         qdir, pdir = split_dir / "queries" / task.stem, split_dir / "candidates" / task.stem
         m = export_task_queries(encoder, task, params, paths, mode, qdir)
-        log.info("%s: %d queries, %.1f q/s, routes %s", task.stem, m["count"], m["qps"], m["routes"])
+        log.debug("%s: %d queries, %.1f q/s, routes %s", task.stem, m["count"], m["qps"], m["routes"])
         queries[task.stem] = str((qdir / "manifest.json").relative_to(paths.embeddings_dir))
         _, local_dids[task.stem] = export_local_pool(encoder, task, params, paths, pdir)
         pools[task.stem] = str((pdir / "manifest.json").relative_to(paths.embeddings_dir))

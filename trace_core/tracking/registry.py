@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -55,8 +56,6 @@ def register_model(params: Params, model_dir: Path) -> str:
     """
     if not params.tracking.enabled or not active_run_id():
         return ""
-    from trace_core.tracking.pyfunc import model_code, signature
-
     model_id = _model_id(Path(model_dir))
     existing = version_of_model(params, model_id)
     if existing is not None:  # identical weights (e.g. a resumed or repeated run): no new version
@@ -64,7 +63,13 @@ def register_model(params: Params, model_dir: Path) -> str:
         set_tags({"trace.registered_version": existing, TAG_MODEL_ID: model_id})
         return existing
     store_client(params)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # predict is unannotated on purpose and the signature is explicit (an input example would cost a
+        # full encoder load): MLflow's two advisory warnings about that are known and silenced. The
+        # first fires when the PythonModel subclass is defined, i.e. at this import.
+        warnings.filterwarnings("ignore", r".*(An input example was not provided|Add type hints)", UserWarning)
+        from trace_core.tracking.pyfunc import model_code, signature
+
         code = Path(tmp) / "trace_pyfunc.py"
         code.write_text(model_code())
         info = mlflow.pyfunc.log_model(
@@ -168,7 +173,8 @@ def promote(params: Params, version: str, score: float) -> str:
         "previous_champion": champion[0] if champion else None,
         "previous_champion_score": champion[1] if champion else None,
     }
-    log.info("promotion: %s", decision)
+    before = f"version {champion[0]} at {100 * champion[1]:.2f}%" if champion else "none"
+    log.info("%s version %s (average %.2f%%) -> %s (champion before: %s)", name, version, 100 * score, alias, before)
     if active_run_id():
         set_tags({TAG_DECISION: alias, "trace.promoted_version": version})
         mlflow.log_dict(decision, "promotion.json")

@@ -29,7 +29,7 @@ from trace_core.model.collate import TrainCollator
 from trace_core.model.inference import META_FILE
 from trace_core.model.trace_model import HeadConfig, TraceModel
 from trace_core.paths import Paths
-from trace_core.training.callbacks import MetricsCallback, ValidationCallback
+from trace_core.training.callbacks import MetricsCallback, ProgressCallback, ValidationCallback
 from trace_core.training.data import SampleDataset, split_validation, training_texts
 from trace_core.training.trainer import TraceTrainer
 from trace_core.types import TrainSample
@@ -117,6 +117,8 @@ def training_arguments(params: Params, out_dir: Path, cuda: bool) -> Any:
 
 def build_trainer(params: Params, paths: Paths, samples: list[TrainSample], ckpt_root: Path, cuda: bool) -> TrainParts:
     """Model, data, callbacks and the :class:`TraceTrainer`."""
+    from transformers import PrinterCallback
+
     tp = params.train
     train, val = split_validation(samples, tp.val_queries, params.base.seed)
     model, bb = build_model(params, samples, ckpt_root / "tokenizer")
@@ -145,10 +147,11 @@ def build_trainer(params: Params, paths: Paths, samples: list[TrainSample], ckpt
         args=training_arguments(params, ckpt_root, cuda),
         data_collator=TrainCollator(bb.proc, paths.data_root, tp.hard_negatives),
         train_dataset=SampleDataset(train),
-        callbacks=[val_cb, metrics_cb],
+        callbacks=[val_cb, metrics_cb, ProgressCallback()],
         tasks=[s.task_id for s in train] if tp.task_balanced else None,
         sampler_seed=params.base.seed,
     )
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict; ProgressCallback reports instead
     return TrainParts(trainer, model, bb, val_cb, metrics_cb, len(train), len(val), counts)
 
 
@@ -242,4 +245,4 @@ def save_trained(parts: TrainParts, params: Params, out_dir: Path) -> None:
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
-    log.info("saved trained model to %s", out_dir)
+    log.debug("saved trained model to %s", out_dir)

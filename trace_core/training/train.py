@@ -114,6 +114,25 @@ def train_summary(trainer: Any, val_cb: Any, metrics_cb: Any, wall: float, n_tra
     }
 
 
+def summary_text(summary: dict[str, Any], k: int) -> str:
+    """One line: steps, time, final losses, validation R@k before/after against chance, registered version."""
+
+    def pct(key: str) -> str:
+        value = summary.get(key)
+        return "?" if value is None else f"{100 * value:.1f}%"
+
+    def num(key: str) -> str:
+        value = summary.get(key)
+        return "?" if value is None else f"{value:.3f}"
+
+    return (
+        f"{summary['steps']} steps in {summary['wall_time_s']:.0f} s; final loss {num('final_loss')} "
+        f"(gen {num('final_loss_gen')}, ret {num('final_loss_ret')}); validation R@{k} "
+        f"{pct(f'val_r{k}_untrained')} -> {pct(f'val_r{k}_trained')} (chance {pct(f'val_r{k}_chance')}); "
+        f"registered version {summary.get('registered_version') or '-'}"
+    )
+
+
 def curve_csv(history: list[dict[str, float]], val_history: list[tuple[int, float]], k: int) -> str:
     """Training curve as CSV (step, losses, lr, samples/s, validation recall) for DVC plots."""
     cols = ["loss", "loss_gen", "loss_ret", "loss_route", "learning_rate", "samples_per_s", f"val_r{k}"]
@@ -160,5 +179,5 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
         tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
         tracking.log_artifact(paths.metrics_file(STAGE))
         summary["registered_version"] = tracking.register_model(params, paths.model_dir)
-    log.info("train: %s", {k: v for k, v in summary.items() if k != "val_history"})
+    log.info("train: %s", summary_text(summary, parts.val_cb.k))
     return summary
