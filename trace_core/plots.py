@@ -91,14 +91,16 @@ def grouped_bars(
             ax.axhline(mean, color=colour, linestyle="--", linewidth=1, label=f"{s.name} average {mean:.1f}")
     if chance is not None:
         for j, c in enumerate(chance):
+            label = "chance (random ranking)" if j == 0 else None
             if c is not None:
-                ax.hlines(c, j - 0.45, j + 0.45, colors="black", linewidth=1.5, label="chance (random ranking)" if j == 0 else None)
+                ax.hlines(c, j - 0.45, j + 0.45, colors="black", linewidth=1.5, label=label)
     ax.set_xticks(range(n), categories, rotation=50, ha="right", fontsize=8)
     ax.set_xlabel("task")
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 125)  # the band above 100 % holds the legend
+    ax.set_yticks(range(0, 101, 20))
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="upper right", ncol=2)
+    ax.legend(fontsize=7, loc="upper center", ncol=4)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, out)
@@ -117,9 +119,10 @@ def stacked_bars(
     ax.set_xticks(range(len(categories)), categories, rotation=50, ha="right", fontsize=8)
     ax.set_xlabel("task")
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 115)  # the band above 100 % holds the legend
+    ax.set_yticks(range(0, 101, 20))
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper center", ncol=len(parts))
     fig.tight_layout()
     return save_figure(fig, out)
 

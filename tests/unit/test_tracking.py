@@ -143,6 +143,7 @@ def test_promotion_on_constructed_runs(params: Params, tmp_path: Path) -> None:
         assert decision["alias"] == want and decision["score"] == score
     champ = client.get_model_version_by_alias(name, "champion")
     assert str(champ.version) == "3" and float(champ.tags[tracking.TAG_SCORE]) == 0.45
+    assert champ.tags[tracking.TAG_SCORE_PCT] == "45.00" and champ.tags[tracking.TAG_EVALUATE_RUN]
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "4"
     assert tracking.find_model_run(params) == client.get_model_version(name, "4").run_id
 
@@ -157,3 +158,53 @@ def test_promote_model_finds_version_by_model_id(params: Params) -> None:
         assert tracking.promote_model(params, "unknown-id", 0.9) == ""
         assert tracking.promote_model(params, "abc123", 0.2) == "champion"
     assert str(client.get_model_version_by_alias(name, "champion").version) == version
+
+
+def test_experiment_opens_in_model_training_mode(params: Params) -> None:
+    client = _client(params)
+    exp_id = tracking.experiment_id(params)
+    assert client.get_experiment(exp_id).tags[tracking.TAG_EXPERIMENT_KIND] == tracking.MODEL_TRAINING
+    client.delete_experiment_tag(exp_id, tracking.TAG_EXPERIMENT_KIND)  # an experiment made by an older version
+    tracking.experiment_id(params)
+    assert client.get_experiment(exp_id).tags[tracking.TAG_EXPERIMENT_KIND] == tracking.MODEL_TRAINING
+
+
+def test_pipeline_run_names_say_what_changed(params: Params) -> None:
+    changed = tracking.changed_params(params, {"train.lambda_gen": 0.5, "base.run_name": "x", "base.seed": 42})
+    assert changed == {"train.lambda_gen": params.train.lambda_gen}
+    assert tracking.changed_params(params, None) == {}
+    assert tracking.pipeline_run_name("mini", {}) == "mini"
+    assert tracking.pipeline_run_name("mini", {"train.lambda_gen": 0.5}, "exp-1") == "mini exp-1 train.lambda_gen=0.5"
+    long = tracking.pipeline_run_name("mini", {f"k{i}": "v" * 20 for i in range(20)})
+    assert len(long) == 120 and long.endswith("...")
+    parent = tracking.start_pipeline(params, reuse=False, name="mini export.routing=never")
+    run = _client(params).get_run(parent)
+    assert run.info.run_name == "mini export.routing=never"
+    assert run.data.params["train.lambda_gen"] == str(params.train.lambda_gen)  # every param on the parent
+
+
+def test_headline_metrics_reach_the_parent(params: Params, monkeypatch: pytest.MonkeyPatch) -> None:
+    parent = tracking.start_pipeline(params, reuse=False)
+    monkeypatch.setenv(tracking.PARENT_ENV, parent)
+    head = {"mbeir/local/avg": 25.5, "mbeir/local/tasks/01_qt-ci_VisualNews": 12.5}
+    with tracking.stage_run(params, "evaluate") as rid:
+        tracking.log_headline(head)
+    client = _client(params)
+    assert client.get_run(parent).data.metrics == head
+    assert client.get_run(rid).data.metrics["mbeir/local/avg"] == 25.5
+    monkeypatch.delenv(tracking.PARENT_ENV)
+    monkeypatch.delenv("DVC_STAGE")
+    with tracking.stage_run(params, "evaluate") as single:  # outside a pipeline: only the run itself
+        tracking.log_headline({"mbeir/local/avg": 1.0})
+    assert client.get_run(single).data.metrics == {"mbeir/local/avg": 1.0}
+
+
+def test_version_tags_record_provenance(params: Params, tmp_path: Path) -> None:
+    manifest = Path("data/mbeir/MANIFEST.json")  # paths.data_root relative to the test's cwd
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("{}")
+    with tracking.stage_run(params, "train") as rid:
+        tags = tracking.version_tags(params, "abc")
+    assert tags[tracking.TAG_PARAMS_HASH] == tracking.params_hash(params) and tags[tracking.TAG_MODEL_ID] == "abc"
+    assert tags[tracking.TAG_TRAIN_RUN] == rid and tags[tracking.TAG_COMMIT]
+    assert tags[tracking.TAG_DATA_MANIFEST] == "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"

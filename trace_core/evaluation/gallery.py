@@ -17,6 +17,7 @@ import html
 import io
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,14 +167,28 @@ def top_hits(entries: Iterable[RunEntry], k: int) -> dict[str, list[RunEntry]]:
     return {q: sorted(es, key=lambda e: e.rank)[:k] for q, es in out.items()}
 
 
-def pick_queries(qids: Sequence[str], n: int) -> list[str]:
-    """``n`` query ids spread evenly over the task's queries (first, ..., last)."""
+def pick_queries(qids: Sequence[str], n: int, hits: AbstractSet[str] = frozenset()) -> list[str]:
+    """``n`` query ids, half of them (rounded up) among ``hits`` when there are any, in file order.
+
+    Each group is sampled evenly over the file (first, ..., last), so the page shows both what the
+    model finds and what it misses; a group with too few ids leaves its places to the other.
+    """
     if n <= 0 or not qids:
         return []
-    if n >= len(qids):
-        return list(qids)
-    step = (len(qids) - 1) / max(n - 1, 1)
-    return [qids[round(i * step)] for i in range(n)]
+    found = [q for q in qids if q in hits]
+    missed = [q for q in qids if q not in hits]
+    want_found = min(len(found), max((n + 1) // 2, n - len(missed)))
+    chosen = set(_spread(found, want_found)) | set(_spread(missed, min(len(missed), n - want_found)))
+    return [q for q in qids if q in chosen]
+
+
+def _spread(items: Sequence[str], n: int) -> list[str]:
+    if n <= 0:
+        return []
+    if n >= len(items):
+        return list(items)
+    step = (len(items) - 1) / max(n - 1, 1)
+    return [items[round(i * step)] for i in range(n)]
 
 
 def _candidates(pool: Path, wanted: set[str]) -> dict[str, CandidateRecord]:
@@ -194,7 +209,8 @@ def task_queries(
     """The gallery cards of one task: ``n`` queries spread over the file, each with its top ``k``."""
     queries: dict[str, QueryRecord] = {q.qid: q for q in iter_queries(query_file(data_root, "test", task.stem))}
     hits = top_hits(entries, k)
-    chosen = pick_queries([q for q in queries if q in hits], n)
+    found = {q for q, es in hits.items() if any(e.did in positives.get(q, ()) for e in es)}
+    chosen = pick_queries([q for q in queries if q in hits], n, found)
     cands = _candidates(local_pool_file(data_root, task.stem), {e.did for q in chosen for e in hits[q]})
     cards = []
     for qid in chosen:
