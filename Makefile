@@ -22,7 +22,7 @@ export OMP_NUM_THREADS ?= 2
 export PREFECT_HOME ?= $(CURDIR)/.trace/prefect
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.trace/torch_extensions
 
-.PHONY: help install demo test test-fast test-e2e lint ablation prefect-up prefect-down prefect-run mlflow-ui use-preset
+.PHONY: help install demo test test-fast test-e2e lint ablation prefect-up prefect-down prefect-run mlflow-ui screenshots use-preset
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -68,6 +68,9 @@ prefect-run: ## run the mini deployment on the served Prefect (after make prefec
 
 mlflow-ui: install ## serve the MLflow store on http://127.0.0.1:5000 (foreground)
 	scripts/mlflow-ui.sh
+
+screenshots: install ## headless Chromium check of the MLflow compare view, Data Docs index, gallery -> reports/screenshots/
+	$(BIN)/python scripts/screenshots.py
 
 use-preset: ## copy presets/$(PRESET).yaml over params.yaml after checking it: make use-preset PRESET=full-qwen2.5-vl-7b
 	@test -n "$(PRESET)" || { echo "usage: make use-preset PRESET=<name>; presets: $$(ls presets | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }

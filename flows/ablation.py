@@ -15,7 +15,10 @@ Variants other than ``adaptive`` set ``tracking.promote: false`` so that they ne
 registry's champion/challenger aliases. The workspace is put back to the baseline afterwards
 (params.yaml and dvc.lock restored, ``dvc checkout``). ``reports/ablation.md`` and
 ``reports/ablation.json`` summarise the numbers exactly as measured. Run it with
-``make ablation`` or ``python -m flows.ablation``.
+``make ablation`` or ``python -m flows.ablation``. Each variant's per-query hits (its local
+run file against the qrels) feed paired bootstrap 95 % intervals of adaptive minus each other
+variant, per task and for the average (``reports/ablation.png`` plots each variant's recall
+with its interval).
 """
 
 from __future__ import annotations
@@ -32,8 +35,19 @@ from typing import Any
 
 from flows.dvc import dvc_executable, format_override
 from trace_core.config import Params, apply_overrides, dump_params, load_params, parse_params
-from trace_core.evaluation.ablation import report_markdown, summarise
+from trace_core.data.mbeir import TEST_TASKS, present_test_tasks, qrels_file, read_qrels
+from trace_core.evaluation.ablation import (
+    AVERAGE,
+    report_markdown,
+    significance_markdown,
+    statistics,
+    summarise,
+    task_hits,
+)
+from trace_core.evaluation.metrics import read_run
 from trace_core.io import write_json, write_text
+from trace_core.paths import Paths
+from trace_core.plots import Series, grouped_bars
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +150,46 @@ def run_variant(variant: Variant, params: Params, root: Path) -> tuple[dict[str,
     return metrics, name, parent
 
 
+def variant_hits(params: Params, root: Path) -> dict[str, list[float]]:
+    """Per-query hits at each task's reported k, from the workspace's local run file and the qrels."""
+    paths = Paths.from_params(params, root)
+    rankings = read_run(paths.reports_dir / "runs" / "mbeir_test_local_run.txt")
+    tasks = present_test_tasks(paths.data_root)
+    qrels = {
+        t.stem: {q: e.positives for q, e in read_qrels(qrels_file(paths.data_root, "test", t.stem)).items()}
+        for t in tasks
+    }
+    return task_hits(rankings, qrels, {t.stem: t.reported_k for t in tasks})
+
+
+def write_statistics(hits: Mapping[str, Any], reports: Path, n_boot: int = 1000) -> tuple[str, dict[str, Any]]:
+    """Bootstrap intervals (adaptive vs each variant), ``reports/ablation.png``; markdown and JSON form."""
+    intervals, diffs = statistics(hits, "adaptive", n_boot=n_boot, seed=0)
+    order = [t for t in TEST_TASKS if t.stem in hits["adaptive"]]
+    series = [
+        Series(
+            name,
+            [100 * iv[t.stem].value for t in order] + [100 * iv[AVERAGE].value],
+            low=[100 * iv[t.stem].low for t in order] + [100 * iv[AVERAGE].low],
+            high=[100 * iv[t.stem].high for t in order] + [100 * iv[AVERAGE].high],
+        )
+        for name, iv in intervals.items()
+    ]
+    grouped_bars(
+        [t.label for t in order] + ["average"],
+        series,
+        reports / "ablation.png",
+        title="Ablation on M-BEIR-mini: reported recall per task with 95 % bootstrap intervals",
+        ylabel="reported recall R@5 / R@10 (%)",
+        averages=False,
+    )
+    as_json = {
+        kind: {name: {k: vars(iv) for k, iv in table.items()} for name, table in data.items()}
+        for kind, data in (("intervals", intervals), ("differences", diffs))
+    }
+    return significance_markdown(diffs, n_boot, 0.95), {**as_json, "n_boot": n_boot, "level": 0.95}
+
+
 def run(params_path: Path = Path("params.yaml"), only: Sequence[str] | None = None) -> Path:
     """Run the variants, restore the baseline workspace, write ``reports/ablation.md``."""
     from trace_core import tracking
@@ -145,11 +199,13 @@ def run(params_path: Path = Path("params.yaml"), only: Sequence[str] | None = No
     chosen = [v for v in VARIANTS if not only or v.name in only]
     saved = {p: p.read_text() for p in (root / "params.yaml", root / "dvc.lock") if p.exists()}
     rows: dict[str, Any] = {}
+    hits: dict[str, dict[str, list[float]]] = {}
     meta: dict[str, Any] = {"experiments": {}, "mlflow": {}, "descriptions": {}, "overrides": {}, "tables": {}}
     try:
         for variant in chosen:
             metrics, exp, parent = run_variant(variant, params, root)
             rows[variant.name] = summarise(metrics)
+            hits[variant.name] = variant_hits(params, root)
             meta["experiments"][variant.name], meta["mlflow"][variant.name] = exp, parent
             meta["descriptions"][variant.name], meta["overrides"][variant.name] = variant.description, variant.overrides
             meta["tables"][variant.name] = variant.table
@@ -159,9 +215,10 @@ def run(params_path: Path = Path("params.yaml"), only: Sequence[str] | None = No
         run_dvc(["checkout", "--force"], root, os.environ, check=False)
     meta.update(git_commit=tracking.git_commit(), profile=params.base.profile, cpus=os.cpu_count())
     reports = root / params.paths.reports_dir
-    write_json(reports / "ablation.json", {"rows": rows, "meta": meta})
+    significance, stats = write_statistics(hits, reports) if "adaptive" in hits and len(hits) > 1 else (None, {})
+    write_json(reports / "ablation.json", {"rows": rows, "meta": meta, "statistics": stats})
     out = reports / "ablation.md"
-    write_text(out, report_markdown(rows, meta))
+    write_text(out, report_markdown(rows, meta, significance))
     _log_summary(params, out, reports / "ablation.json", rows)
     return out
 
@@ -191,6 +248,8 @@ def _log_rows(params: Params, report: Path, data: Path, rows: Mapping[str, Any])
                 tracking.log_metrics({f"{name}.query_qps": s["query_qps"]})
         tracking.log_artifact(report, "ablation")
         tracking.log_artifact(data, "ablation")
+        if (report.parent / "ablation.png").is_file():
+            tracking.log_artifact(report.parent / "ablation.png", "ablation")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -83,8 +83,11 @@ def grouped_bars(
             err = [[max(v - lo, 0.0) for v, lo in zip(vals, s.low, strict=True)]]
             err.append([max(hi - v, 0.0) for v, hi in zip(vals, s.high, strict=True)])
         ax.bar(xs, vals, width, label=s.name, color=colour, yerr=err, capsize=2 if err else 0)
-        for x, v in zip(xs, s.values, strict=True):
-            ax.text(x, (v or 0.0) + 0.8, "–" if v is None else f"{v:.1f}", ha="center", va="bottom", fontsize=6.5)
+        tops = s.high if s.high is not None else [v or 0.0 for v in s.values]
+        size = 6.5 if len(series) < 3 else 5.0
+        for x, v, top in zip(xs, s.values, tops, strict=True):
+            label = "–" if v is None else f"{v:.0f}" if len(series) >= 3 else f"{v:.1f}"
+            ax.text(x, max(top, v or 0.0) + 0.8, label, ha="center", va="bottom", fontsize=size)
         measured = [v for v in s.values if v is not None]
         if averages and measured:
             mean = sum(measured) / len(measured)
