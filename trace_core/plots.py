@@ -94,9 +94,9 @@ def grouped_bars(
             ax.axhline(mean, color=colour, linestyle="--", linewidth=1, label=f"{s.name} average {mean:.1f}")
     if chance is not None:
         for j, c in enumerate(chance):
-            label = "chance (random ranking)" if j == 0 else None
+            legend = "chance (random ranking)" if j == 0 else None
             if c is not None:
-                ax.hlines(c, j - 0.45, j + 0.45, colors="black", linewidth=1.5, label=label)
+                ax.hlines(c, j - 0.45, j + 0.45, colors="black", linewidth=1.5, label=legend)
     ax.set_xticks(range(n), categories, rotation=50, ha="right", fontsize=8)
     ax.set_xlabel("task")
     ax.set_ylabel(ylabel)
