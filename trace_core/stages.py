@@ -113,7 +113,7 @@ STAGES: dict[str, Stage] = {
             "data",
             params=("validate",),
             code=(*COMMON_CODE, *PARSER_CODE, "trace_core/data/instructions.py", "trace_core/data/validate"),
-            outs=("${paths.reports_dir}/validation",),
+            outs=("${paths.reports_dir}/validation/summary.json",),  # Data Docs: a view, not an output
             metrics="validation",
             artifacts=_validate_artifacts,
         ),
@@ -155,7 +155,7 @@ STAGES: dict[str, Stage] = {
             train_run,
             "train",
             params=("base.seed", "model", "train"),
-            code=(*COMMON_CODE, *DATA_CODE, *MODEL_CODE, "trace_core/training"),
+            code=(*COMMON_CODE, *DATA_CODE, *MODEL_CODE, "trace_core/ranks.py", "trace_core/training"),
             outs=("${paths.model_dir}",),
             metrics="train",
         ),
@@ -174,7 +174,7 @@ STAGES: dict[str, Stage] = {
             "index",
             params=("index",),
             code=(*COMMON_CODE, "trace_core/indexing"),
-            outs=("${paths.index_dir}",),
+            outs=("${paths.index_dir}/manifest.json",),  # the Milvus Lite file is service state, like a server's
             artifacts=_index_artifacts,
             io_bound=True,
         ),
