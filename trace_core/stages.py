@@ -37,7 +37,7 @@ PARSER_CODE: tuple[str, ...] = ("trace_core/data/mbeir.py", "trace_core/types.py
 #: the parser plus the data helpers (instructions, dataset rows) the model stages read data with.
 DATA_CODE: tuple[str, ...] = (*PARSER_CODE, "trace_core/data/dataset.py", "trace_core/data/instructions.py")
 MODEL_CODE: tuple[str, ...] = ("trace_core/model",)
-COT_CODE: tuple[str, ...] = ("trace_core/cot",)
+COT_CODE: tuple[str, ...] = ("trace_core/cot", "trace_core/data/mini/scene.py")  # the oracle reads mini payloads
 EXPORT_CODE: tuple[str, ...] = (
     "trace_core/indexing/export.py",
     "trace_core/indexing/shards.py",
