@@ -41,7 +41,7 @@ from trace_core.data.mbeir import (
     present_test_tasks,
     query_file,
 )
-from trace_core.indexing.commit import top_manifest, top_path, write_top
+from trace_core.indexing.commit import begin, top_manifest, top_path, write_top
 from trace_core.indexing.ranks import Ranks, assign_units, device_for, process_group, ranks_from_env
 from trace_core.indexing.shards import (
     MANIFEST,
@@ -393,6 +393,7 @@ def run(params: Params, paths: Paths, routing: str | None = None, encoder: Encod
     plan = export_plan(encoder, tasks, params, paths, mode)
     with process_group(ranks, params.export.barrier_timeout_s) as barrier:
         if ranks.is_main:
+            begin(paths.embeddings_dir, encoder.model_id)
             invalidate_stale(plan, paths.embeddings_dir / "test" / "candidates")
         barrier()
         encode_rank(plan.sets(), ranks)
