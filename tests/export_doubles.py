@@ -134,3 +134,27 @@ def layout_params(tmp_path: Path) -> tuple[Params, Paths]:
     make_layout(tmp_path / "data")
     params = export_params()
     return params, Paths.from_params(params, tmp_path)
+
+
+def save_micro_model(model_dir: Path, params: Params, texts: list[str]) -> Path:
+    """Save an untrained model of ``params.model`` (tiny family) the way the train stage does."""
+    import torch
+
+    from trace_core.config import dump_params
+    from trace_core.model.backbone import build_backbone, family_of, save_backbone
+    from trace_core.model.inference import META_FILE
+
+    mp = params.model
+    bb = build_backbone(mp, texts, params.base.seed, torch.float32)
+    save_backbone(bb.model, bb.proc, model_dir)
+    meta = {
+        "family": mp.family,
+        "model_class": family_of(mp).model_class,
+        "emb_token": mp.emb_token,
+        "emb_token_id": bb.proc.ids.emb,
+        "dtype": "float32",
+        "temperature": params.train.temperature,
+        "params": dump_params(params),
+    }
+    (model_dir / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return model_dir

@@ -7,9 +7,11 @@ one-process export writes; the real multi-process run is tests/integration/test_
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from export_doubles import KeyEncoder, export_params, make_layout
 
@@ -109,3 +111,45 @@ def test_killed_rank_resumes_and_merge_refuses_missing_shards(tmp_path):
     export.run(params, one, encoder=KeyEncoder())
     assert export_files(paths.embeddings_dir) == export_files(one.embeddings_dir)
     assert top["model_id"] == "test-key-encoder"
+
+
+def _script():  # type: ignore[no-untyped-def]
+    path = Path(__file__).resolve().parents[2] / "scripts/export_equivalence.py"
+    spec = importlib.util.spec_from_file_location("export_equivalence", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_equivalence_script_detects_differences(tmp_path):
+    script = _script()
+    assert script.export_command(Path("p.yaml"), 2)[1:7] == [
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+    ]
+    make_layout(tmp_path / "data")
+    folders = {}
+    for name in ("a", "b"):
+        params, folders[name] = _setup(tmp_path, name)
+        export.run(params, folders[name], encoder=KeyEncoder())
+    a, b = folders["a"].embeddings_dir, folders["b"].embeddings_dir
+    same = script.compare_exports(a, b, 1e-3)
+    assert same["equal"] and same["hashes_equal"] and same["max_abs_diff"] == 0.0
+    assert same["n_vectors"] == 10 + 21  # queries + local pools + the union-only candidate
+
+    shard = b / "test/candidates/cirr_task7/shard-00000.vectors.npy"
+    v = np.load(shard)
+    v[0, 0] += np.float16(0.01)
+    np.save(shard, v)
+    diff = script.compare_exports(a, b, 1e-3)
+    assert not diff["equal"] and diff["max_abs_diff"] > 1e-3 and diff["mismatches"][0].startswith("vectors")
+    assert script.compare_exports(a, b, 0.1)["equal"]  # within tolerance
+
+    ids = b / "test/queries/mscoco_task0/shard-00000.ids.npy"
+    np.save(ids, np.load(ids)[::-1])
+    swapped = script.compare_exports(a, b, 0.1)
+    assert "test/queries/mscoco_task0/manifest.json (ids or their order)" in swapped["mismatches"]
