@@ -315,7 +315,10 @@ def encode_rank(sets: Sequence[ExportSet], ranks: Ranks) -> int:
     owners = assign_units([len(sets[k].chunk(i)) for k, i in units], ranks.world_size)
     mine = [u for u, owner in zip(units, owners, strict=True) if owner == ranks.rank]
     rows = sum(len(sets[k].chunk(i)) for k, i in mine)
-    log.info("rank %d of %d: %d of %d shards (%d rows)", ranks.rank, ranks.world_size, len(mine), len(units), rows)
+    level = logging.INFO if ranks.world_size > 1 else logging.DEBUG
+    log.log(
+        level, "rank %d of %d: %d of %d shards (%d rows)", ranks.rank, ranks.world_size, len(mine), len(units), rows
+    )
     desc = "export" if ranks.world_size == 1 else f"export rank {ranks.rank}/{ranks.world_size}"
     for k, i in tqdm(mine, desc=desc, unit="shard", disable=None):
         encode_shard(sets[k], i)
