@@ -35,8 +35,8 @@ import numpy as np
 from trace_core.config import load_params
 from trace_core.data.dataset import candidate_item
 from trace_core.data.mbeir import load_pool, local_pool_file, present_test_tasks
+from trace_core.indexing.distribute import Ranks, device_for
 from trace_core.indexing.export import ExportSet, candidate_encode_fn, encode_rank, finish_set
-from trace_core.indexing.ranks import Ranks, device_for
 from trace_core.indexing.shards import load_embeddings
 from trace_core.paths import Paths
 from trace_core.types import EncodeItem

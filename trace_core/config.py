@@ -7,6 +7,8 @@ Derived values never go back into these models (see :mod:`trace_core.paths`).
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,7 +47,7 @@ class PathsParams(Section):
 
 
 class MiniParams(Section):
-    """Sizes and shape of the generated M-BEIR-mini benchmark (see trace_core/data/mini.py)."""
+    """Sizes and shape of the generated M-BEIR-mini benchmark (see trace_core/data/mini/)."""
 
     image_size: int = Field(112, gt=0, multiple_of=28)
     train_per_task: int = Field(240, ge=1)
@@ -397,3 +399,15 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     if leaf not in node:
         raise KeyError(f"params.yaml has no key {key!r}")
     node[leaf] = value
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of a params mapping with dotted ``overrides`` set (what ``dvc exp run -S`` does).
+
+    Raises:
+        KeyError: naming an override key the params do not have.
+    """
+    out: dict[str, Any] = copy.deepcopy(dict(raw))
+    for key, value in overrides.items():
+        set_dotted(out, key, value)
+    return out

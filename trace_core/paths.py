@@ -44,6 +44,11 @@ class Paths:
         return self.cot_dir / "raw"
 
     @property
+    def cot_raw_manifest(self) -> Path:
+        """Manifest of the raw teacher outputs (written last by cot_generate)."""
+        return self.cot_raw_dir / "manifest.json"
+
+    @property
     def cot_curated(self) -> Path:
         """Chains kept by both filters."""
         return self.cot_dir / "curated.jsonl"
@@ -72,6 +77,11 @@ class Paths:
     def milvus_db(self) -> Path:
         """Default Milvus Lite database file."""
         return self.index_dir / "milvus.db"
+
+    @property
+    def embeddings_manifest(self) -> Path:
+        """Top manifest of the export (written last): model id, query and pool manifests."""
+        return self.embeddings_dir / "manifest.json"
 
     @property
     def index_manifest(self) -> Path:

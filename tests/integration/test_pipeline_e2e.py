@@ -89,14 +89,44 @@ def test_mlflow_parent_children_and_registry(project: Path) -> None:
     assert champion.tags["trace.promotion"] == "champion"
 
 
-def test_registered_pyfunc_embeds(project: Path) -> None:
+def test_registered_pyfunc_equals_load_encoder(project: Path) -> None:
+    """The champion served through MLflow embeds exactly as the saved model loaded directly."""
     import mlflow
+    import numpy as np
     import pandas as pd
+
+    from trace_core.model.inference import load_encoder
+    from trace_core.types import EncodeItem
 
     uri = f"sqlite:///{project / 'mlruns.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     model = mlflow.pyfunc.load_model("models:/trace-retriever@champion")
-    frame = pd.DataFrame({"text": ["a red circle", "a photo"], "side": ["candidate", "query"], "task_id": [0, 0]})
-    vectors = model.predict(frame, params={"image_root": str(project / "data/mbeir"), "routing": "never"})
-    assert vectors.shape[0] == 2 and vectors.shape[1] > 0
+    texts = ["a red circle", "a small blue square on the left"]
+    frame = pd.DataFrame({"text": texts, "side": ["candidate", "query"], "task_id": [0, 0]})
+    served = model.predict(frame, params={"image_root": str(project / "data/mbeir"), "routing": "never"})
+    encoder = load_encoder(project / "models/trace")
+    items = [EncodeItem(id=str(i), task_id=0, text=t, img_path=None) for i, t in enumerate(texts)]
+    cand = encoder.encode_candidates(items[:1], project / "data/mbeir", 8)
+    query = encoder.encode_queries(items[1:], project / "data/mbeir", mode="never", max_new_tokens=192, batch_size=8)
+    assert served.shape == (2, encoder.dim)
+    np.testing.assert_allclose(served[0], cand[0], atol=1e-5)
+    np.testing.assert_allclose(served[1], query.vectors[0], atol=1e-5)
+
+
+def test_training_beats_the_untrained_model(project: Path) -> None:
+    train = json.loads((project / "metrics/train.json").read_text())
+    k = next(key for key in train if key.startswith("val_r") and key.endswith("_untrained")).split("_")[1]
+    assert train[f"val_{k}_trained"] > train[f"val_{k}_untrained"], train
+    assert train[f"val_{k}_trained"] > train[f"val_{k}_chance"], train
+
+
+def test_routing_follows_the_dataset_rule(project: Path) -> None:
+    """Reasoning datasets (params: cot_generate.routing.reason_datasets) reason; the others embed at once."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    reason = set(params["cot_generate"]["routing"]["reason_datasets"])
+    routing = json.loads((project / "metrics/mbeir.json").read_text())["routing"]
+    by_rule = {True: [], False: []}
+    for task in TEST_TASKS:
+        by_rule[task.dataset_id in reason].append(routing[task.stem]["reasoned_rate"])
+    assert min(by_rule[True]) > max(by_rule[False]), by_rule

@@ -13,7 +13,7 @@ import yaml
 from conftest import copy_tree, tiny_params
 
 from trace_core.config import dump_params
-from trace_core.data import validate
+from trace_core.data.validate import suite as validate
 from trace_core.io import read_json
 from trace_core.paths import Paths
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from trace_core import ablation
+from flows import ablation as flow
 from trace_core.config import Params
 from trace_core.data.mbeir import TEST_TASKS
+from trace_core.evaluation import ablation
 
 
 def _metrics(recall: float, reasoned: float, qps: float) -> dict:
@@ -52,6 +53,6 @@ def test_report_states_measured_differences() -> None:
 
 
 def test_set_args_and_overrides() -> None:
-    assert ablation.set_args({"a.b": [], "c": 0.0, "d": "never"}) == ["-S", "a.b=[]", "-S", "c=0.0", "-S", "d=never"]
-    p = ablation.apply_overrides(Params(), {"train.lambda_gen": 0.0, "cot_generate.routing.reason_datasets": []})
+    assert flow.set_args({"a.b": [], "c": 0.0, "d": "never"}) == ["-S", "a.b=[]", "-S", "c=0.0", "-S", "d=never"]
+    p = flow.with_overrides(Params(), {"train.lambda_gen": 0.0, "cot_generate.routing.reason_datasets": []})
     assert p.train.lambda_gen == 0.0 and p.cot_generate.routing.reason_datasets == []

@@ -17,7 +17,7 @@ from export_doubles import KeyEncoder, export_params, make_layout
 
 from trace_core.data.mbeir import present_test_tasks
 from trace_core.indexing import export
-from trace_core.indexing.ranks import Ranks, assign_units, device_for, ranks_from_env
+from trace_core.indexing.distribute import Ranks, assign_units, checked, current_ranks, device_for
 from trace_core.io import DataError
 from trace_core.paths import Paths
 
@@ -41,14 +41,19 @@ def test_assign_units_covers_each_unit_once_and_balances_rows():
         assign_units([1], 0)
 
 
-def test_ranks_from_env():
-    assert ranks_from_env({}) == Ranks(0, 1, 0)
-    assert ranks_from_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == Ranks(3, 4, 1)
-    assert ranks_from_env({"RANK": "1", "WORLD_SIZE": "2"}) == Ranks(1, 2, 1)
-    with pytest.raises(ValueError, match="RANK=2: must be in \\[0, WORLD_SIZE=2\\)"):
-        ranks_from_env({"RANK": "2", "WORLD_SIZE": "2"})
-    with pytest.raises(ValueError, match="WORLD_SIZE='two': not an integer"):
-        ranks_from_env({"WORLD_SIZE": "two"})
+def test_current_ranks(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    assert current_ranks() == Ranks(0, 1, 0)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert current_ranks() == Ranks(3, 4, 1)
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(ValueError, match="RANK=4: must be in \\[0, WORLD_SIZE=4\\)"):
+        current_ranks()
+    with pytest.raises(ValueError, match="WORLD_SIZE=0: must be >= 1"):
+        checked(Ranks(0, 0, 0))
     assert device_for("auto", Ranks(1, 2, 1), cuda_available=True) == "cuda:1"
     assert device_for("auto", Ranks(0, 1, 0), cuda_available=True) == "cuda"
     assert device_for("auto", Ranks(1, 2, 1), cuda_available=False) == "cpu"

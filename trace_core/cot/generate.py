@@ -24,9 +24,10 @@ from typing import Any
 from tqdm import tqdm
 
 from trace_core.config import CotGenerateParams, Params, dump_params
-from trace_core.cot import oracle, prompts
+from trace_core.cot import prompts
+from trace_core.cot.prompts import TeacherResult
 from trace_core.cot.routing import RouteDecision, decide, needs_assessor, parse_overrides
-from trace_core.cot.teacher import Teacher, TeacherResult, make_teacher, safe_generate
+from trace_core.cot.teacher import Teacher, make_teacher, safe_generate
 from trace_core.data.dataset import query_item
 from trace_core.data.instructions import Instructions, parse_instructions
 from trace_core.data.mbeir import global_pool_file, instructions_file, iter_candidates, load_queries, union_train_file
@@ -207,10 +208,13 @@ def manifest_path(raw_dir: Path, i: int) -> Path:
 
 
 def fingerprint(params: Params) -> str:
-    """Hash of everything that changes generated rows: params, seed, prompt and oracle code."""
-    code = {Path(m.__file__).name: sha256_file(m.__file__) for m in (prompts, oracle) if m.__file__}
+    """Hash of the params and prompt texts that change generated rows (the shards' resume key).
+
+    Code changes are DVC's business (the stage lists its code as ``deps``); the prompt texts
+    are data the teacher sees, so a shard written under other prompts is never reused.
+    """
     cfg = {k: v for k, v in dump_params(params)["cot_generate"].items() if k != "max_queries"}  # qids hash covers it
-    key = {"cot_generate": cfg, "seed": params.base.seed, "code": code}
+    key = {"cot_generate": cfg, "seed": params.base.seed, "prompts": prompts.prompt_texts()}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 

@@ -69,6 +69,21 @@ class TeacherRequest:
     answer: str | None = None  # the chain's answer (verify requests)
 
 
+@dataclass(frozen=True)
+class TeacherResult:
+    """Output of one request: the text, or ``None`` and the failure reason."""
+
+    id: str
+    text: str | None
+    error: str | None = None
+
+
+def prompt_texts() -> dict[str, str]:
+    """Every fixed prompt text the teachers see (system prompts, format rule), by name."""
+    return {**{f"system.{k}": v for k, v in SYSTEM_PROMPTS.items()}, "assessor": ASSESSOR_SYSTEM,
+            "verifier": VERIFIER_SYSTEM, "format": FORMAT_RULE}  # fmt: skip
+
+
 def prompt_kind(dataset_id: int, task_id: int) -> PromptKind:
     """Which task-specific prompt a query gets."""
     if task_id == 7:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from trace_core.config import RoutingParams
 from trace_core.cot.parse import parse_label
-from trace_core.cot.teacher import TeacherResult
+from trace_core.cot.prompts import TeacherResult
 from trace_core.data.mbeir import DATASET_IDS, DATASETS
 
 

@@ -14,8 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from trace_core.config import TeacherParams
-from trace_core.cot.prompts import TeacherRequest
-from trace_core.cot.teacher import TeacherResult
+from trace_core.cot.prompts import TeacherRequest, TeacherResult
 
 log = logging.getLogger(__name__)
 MODEL_CLASSES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}

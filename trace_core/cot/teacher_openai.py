@@ -21,8 +21,7 @@ from typing import Any
 import httpx
 
 from trace_core.config import TeacherParams
-from trace_core.cot.prompts import TeacherRequest
-from trace_core.cot.teacher import TeacherResult
+from trace_core.cot.prompts import TeacherRequest, TeacherResult
 
 log = logging.getLogger(__name__)
 MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".gif": "image/gif"}

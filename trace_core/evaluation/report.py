@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import logging
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from trace_core.config import Params
 from trace_core.data.mbeir import TEST_TASKS
+from trace_core.flatten import numeric_leaves
 from trace_core.io import atomic_open, write_text
 
 log = logging.getLogger(__name__)
@@ -140,34 +140,23 @@ def write_reports(metrics: dict[str, Any], reports_dir: Path) -> list[Path]:
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """Numeric metrics flattened for MLflow (``local.table.average``, ``routing.<task>.direct_rate``...)."""
-    out: dict[str, float] = {}
-
-    def walk(obj: Any, prefix: str) -> None:
-        if isinstance(obj, dict):
-            for k, v in obj.items():
-                walk(v, f"{prefix}.{k}" if prefix else str(k))
-        elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
-            out[prefix] = float(obj)
-
-    walk({k: v for k, v in metrics.items() if k in ("local", "union", "routing", "query_qps")}, "")
-    return out
+    return numeric_leaves({k: v for k, v in metrics.items() if k in ("local", "union", "routing", "query_qps")})
 
 
 def log_to_tracking(params: Params, metrics: dict[str, Any], files: list[Path]) -> None:
-    """Log metrics, report, plots and run files to the ``evaluate`` stage run, tagged with the model's run.
+    """Log metrics, report, plots and run files to the active ``evaluate`` run; promote the model.
 
-    The CLI already opens the stage run (``track_stage``); a direct call opens its own.
+    The run is opened by the caller (the CLI's ``track_stage`` or a flow); without one, the
+    logging calls are no-ops and only the promotion decision is made.
     """
     if not params.tracking.enabled:
         return
     from trace_core import tracking
 
     model_run = tracking.find_model_run(params)
-    opened = nullcontext() if tracking.active_run_id() else tracking.stage_run(params, "evaluate")
-    with opened:
-        tracking.set_tags({"trace.model_run_id": model_run or "", "trace.model_id": metrics.get("model_id") or ""})
-        tracking.log_metrics(flat_metrics(metrics))
-        for path in files:
-            tracking.log_artifact(path, "evaluation")
-        tracking.promote_model(params, metrics.get("model_id"), metrics["local"]["table"].get("average"))
+    tracking.set_tags({"trace.model_run_id": model_run or "", "trace.model_id": metrics.get("model_id") or ""})
+    tracking.log_metrics(flat_metrics(metrics))
+    for path in files:
+        tracking.log_artifact(path, "evaluation")
+    tracking.promote_model(params, metrics.get("model_id"), metrics["local"]["table"].get("average"))
     log.info("evaluation logged to MLflow (model run %s)", model_run)

@@ -110,7 +110,8 @@ def index_manifest(
     p = params.index
     return {
         "backend": p.backend,
-        "uri": (p.uri or str(paths.milvus_db)) if p.backend == "milvus" else None,
+        # the server URI, or the Lite file relative to the index folder (no machine paths in DVC outputs)
+        "uri": (p.uri or paths.milvus_db.relative_to(paths.index_dir).as_posix()) if p.backend == "milvus" else None,
         "index_type": p.index_type if p.backend == "milvus" else "exact",
         "metric": p.metric,
         "model_id": next(iter(manifests.values())).get("model_id") if manifests else None,

@@ -7,7 +7,7 @@ the time spent in ``encode_queries``, from which evaluate reports query-encoding
 
 The export is planned as a list of sets (query sets, pools, union-only candidates), each cut
 into shards of ``export.shard_size`` rows. Under a launcher that sets ``RANK``/``WORLD_SIZE``
-(see :mod:`trace_core.indexing.ranks`) every rank encodes its share of the shards into the
+(see :mod:`trace_core.indexing.distribute`) every rank encodes its share of the shards into the
 same folders; after a barrier rank 0 writes each set's manifest, the union, the routing log
 and, last, the top manifest (:mod:`trace_core.indexing.commit`). Shard boundaries and
 batches do not depend on the number of ranks, so N ranks write the same files as one.
@@ -41,8 +41,8 @@ from trace_core.data.mbeir import (
     present_test_tasks,
     query_file,
 )
-from trace_core.indexing.commit import begin, top_manifest, top_path, write_top
-from trace_core.indexing.ranks import Ranks, assign_units, device_for, process_group, ranks_from_env
+from trace_core.indexing.commit import begin, top_manifest, write_top
+from trace_core.indexing.distribute import Ranks, assign_units, current_ranks, device_for, process_group
 from trace_core.indexing.shards import (
     MANIFEST,
     combined_hash,
@@ -392,7 +392,7 @@ def run(params: Params, paths: Paths, routing: str | None = None, encoder: Encod
     tasks = present_test_tasks(paths.data_root)
     if not tasks:
         raise DataError(paths.data_root, "query/test", "no test query file found (run `trace download`)")
-    ranks = ranks_from_env()
+    ranks = current_ranks()
     if encoder is None:
         encoder = _load_encoder(params, paths, ranks)
     plan = export_plan(encoder, tasks, params, paths, mode)
@@ -406,4 +406,4 @@ def run(params: Params, paths: Paths, routing: str | None = None, encoder: Encod
         if ranks.is_main:
             merge(plan, encoder, mode, paths)
         barrier()
-    return dict(read_json(top_path(paths.embeddings_dir)))
+    return dict(read_json(paths.embeddings_manifest))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from trace_core.data.scene import BACKGROUNDS, COLORS, POSITIONS, Scene, SceneObject
+from trace_core.data.mini.scene import BACKGROUNDS, COLORS, POSITIONS, Scene, SceneObject
 
 # Object radius as a fraction of a grid cell's side, per size.
 RADIUS_FRACTION: dict[str, float] = {"small": 0.22, "large": 0.42}

@@ -1,6 +1,6 @@
 """Recipes of the 16 M-BEIR-mini tasks: one query, its positives and its hard distractors.
 
-Each recipe is a pure function of a seeded ``random.Random``; :mod:`trace_core.data.mini`
+Each recipe is a pure function of a seeded ``random.Random``; :mod:`trace_core.data.mini.generate`
 assigns ids, assembles pools and writes files. Candidates are identified by a content key
 within their owner dataset, so the same content always gets the same did.
 """
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from trace_core.config import MiniParams
-from trace_core.data.scene import (
+from trace_core.data.mini.scene import (
     CATEGORIES,
     EDIS_TAILS,
     FACTS,

@@ -15,7 +15,7 @@ Variants other than ``adaptive`` set ``tracking.promote: false`` so that they ne
 registry's champion/challenger aliases. The workspace is put back to the baseline afterwards
 (params.yaml and dvc.lock restored, ``dvc checkout``). ``reports/ablation.md`` and
 ``reports/ablation.json`` summarise the numbers exactly as measured. Run it with
-``make ablation`` or ``python -m trace_core.ablation``.
+``make ablation`` or ``python -m flows.ablation``.
 """
 
 from __future__ import annotations
@@ -30,14 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from trace_core.config import Params, load_params, parse_params
-from trace_core.data.mbeir import TEST_TASKS
+from flows.dvc import dvc_executable, format_override
+from trace_core.config import Params, apply_overrides, dump_params, load_params, parse_params
+from trace_core.evaluation.ablation import report_markdown, summarise
 from trace_core.io import write_json, write_text
 
 log = logging.getLogger(__name__)
-ROUTES = ("direct", "reasoned", "forced")
 
 
 @dataclass(frozen=True)
@@ -84,133 +82,20 @@ VARIANTS: tuple[Variant, ...] = (
 )
 
 
-# --- pure: summarising metrics ------------------------------------------------------------
-def summarise(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The numbers a row of the ablation tables needs, from one ``metrics/mbeir.json``."""
-    table = metrics["local"]["table"]
-    routing = metrics.get("routing", {})
-    n = sum(r.get("n_queries", 0.0) for r in routing.values()) or 1.0
-    rates = {
-        route: sum(r.get(f"{route}_rate", 0.0) * r.get("n_queries", 0.0) for r in routing.values()) / n
-        for route in ROUTES
-    }
-    tokens = sum(r.get("mean_new_tokens", 0.0) * r.get("n_queries", 0.0) for r in routing.values()) / n
-    return {
-        "tasks": {t.stem: table.get(t.stem) for t in TEST_TASKS},
-        "average": table.get("average"),
-        "routing": rates,
-        "reasoned_by_task": {stem: r.get("reasoned_rate", 0.0) for stem, r in routing.items()},
-        "mean_new_tokens": tokens,
-        "query_qps": metrics.get("query_qps"),
-    }
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}"
-
-
-def routing_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
-    """Table 2 in miniature: per-task reported recall, average, routing rates and QPS."""
-    head = ["variant", *[t.label for t in TEST_TASKS], "avg", "reasoned %", "forced %", "tokens/q", "query QPS"]
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    for name, s in rows.items():
-        cells = [_pct(s["tasks"].get(t.stem)) for t in TEST_TASKS]
-        qps = s["query_qps"]
-        tail = [_pct(s["average"]), _pct(s["routing"]["reasoned"]), _pct(s["routing"]["forced"])]
-        tail += [f"{s['mean_new_tokens']:.1f}", "–" if qps is None else f"{qps:.1f}"]
-        lines.append("| " + " | ".join([name, *cells, *tail]) + " |")
-    return "\n".join(lines)
-
-
-def deltas(rows: Mapping[str, Mapping[str, Any]], base: str) -> list[str]:
-    """Plain statements of each variant's average and QPS relative to ``base``."""
-    if base not in rows or rows[base]["average"] is None:
-        return []
-    ref = rows[base]
-    out = []
-    for name, s in rows.items():
-        if name == base or s["average"] is None:
-            continue
-        diff = 100 * (s["average"] - ref["average"])
-        line = f"- `{name}` vs `{base}`: average {_pct(s['average'])} vs {_pct(ref['average'])} ({diff:+.1f} points)"
-        if s["query_qps"] and ref["query_qps"]:
-            line += (
-                f"; query QPS {s['query_qps']:.1f} vs {ref['query_qps']:.1f} (x{s['query_qps'] / ref['query_qps']:.2f})"
-            )
-        out.append(line + ".")
-    return out
-
-
-def report_markdown(rows: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
-    """The whole ``reports/ablation.md``."""
-    routing = {n: s for n, s in rows.items() if meta["tables"].get(n) == "routing"}
-    control = {n: s for n, s in rows.items() if n == "adaptive" or meta["tables"].get(n) == "control"}
-    parts = [
-        "# Ablation on M-BEIR-mini",
-        "",
-        f"Real runs of this repository (git `{meta['git_commit'][:12]}`, {meta['profile']} profile); numbers as "
-        "measured, local pools, reported recall per column (R@5; R@10 for Fashion200K/FashionIQ), in %. "
-        f"Query QPS is wall-clock query encoding on this machine ({meta.get('cpus', '?')} CPU cores, shared with "
-        "whatever else ran), so treat small QPS differences as noise.",
-        "",
-        "## Routing modes on the same checkpoint (paper Table 2)",
-        "",
-        routing_table(routing),
-        "",
-        *deltas(routing, "adaptive"),
-        "",
-        "## Training without chains (paper Table 5)",
-        "",
-        routing_table(control),
-        "",
-        *deltas(control, "adaptive"),
-        "",
-        "## Variants",
-        "",
-        *[
-            f"- `{n}` (DVC experiment `{meta['experiments'][n]}`, MLflow run `{meta['mlflow'].get(n, '')}`): "
-            f"{meta['descriptions'][n]}; overrides `{json.dumps(meta['overrides'][n])}`"
-            for n in rows
-        ],
-        "",
-        "Reproduce: `make ablation`; compare: `dvc exp show`, `dvc metrics diff`, the MLflow UI (`make mlflow-ui`).",
-        "",
-    ]
-    return "\n".join(parts)
-
-
 # --- I/O: running the experiments ---------------------------------------------------------
-def apply_overrides(params: Params, overrides: Mapping[str, Any]) -> Params:
+def with_overrides(params: Params, overrides: Mapping[str, Any]) -> Params:
     """``params`` with dotted overrides applied (what ``dvc exp run -S`` writes)."""
-    from trace_core.config import dump_params
-
-    raw = dump_params(params)
-    for key, value in overrides.items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    return parse_params(raw, "ablation overrides")
+    return parse_params(apply_overrides(dump_params(params), overrides), "ablation overrides")
 
 
 def set_args(overrides: Mapping[str, Any]) -> list[str]:
-    """``-S key=value`` arguments, values as YAML flow scalars."""
-    args: list[str] = []
-    for key, value in overrides.items():
-        text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-        args += ["-S", f"{key}={text}"]
-    return args
-
-
-def _dvc() -> str:
-    local = Path(sys.executable).parent / "dvc"
-    return str(local) if local.exists() else "dvc"
+    """``-S key=value`` arguments, values as YAML flow scalars (as DVC parses them)."""
+    return [arg for key, value in overrides.items() for arg in ("-S", format_override(key, value))]
 
 
 def run_dvc(args: Sequence[str], root: Path, env: Mapping[str, str], check: bool = True) -> int:
     """Run ``dvc <args>`` in ``root`` with its output passed through to the log."""
-    cmd = [_dvc(), *args]
+    cmd = [dvc_executable(), *args]
     log.info("$ %s", " ".join(cmd))
     rc = subprocess.run(cmd, cwd=root, env=dict(env), check=False).returncode
     if check and rc != 0:
@@ -220,7 +105,7 @@ def run_dvc(args: Sequence[str], root: Path, env: Mapping[str, str], check: bool
 
 def existing_experiments(root: Path, env: Mapping[str, str]) -> set[str]:
     """Names of the DVC experiments of the repository (all commits)."""
-    cmd = [_dvc(), "exp", "list", "--all-commits", "--name-only"]
+    cmd = [dvc_executable(), "exp", "list", "--all-commits", "--name-only"]
     out = subprocess.run(cmd, cwd=root, env=dict(env), capture_output=True, text=True, check=False).stdout
     return set(out.split())
 
@@ -229,7 +114,7 @@ def run_variant(variant: Variant, params: Params, root: Path) -> tuple[dict[str,
     """Run one variant as a DVC experiment under its own MLflow parent; return its metrics."""
     from trace_core import tracking
 
-    vparams = apply_overrides(params, {**variant.overrides, "base.run_name": f"ablation-{variant.name}"})
+    vparams = with_overrides(params, {**variant.overrides, "base.run_name": f"ablation-{variant.name}"})
     parent = tracking.start_pipeline(vparams, reuse=False, tags={"trace.ablation": variant.name})
     env = {
         **os.environ,
@@ -309,14 +194,14 @@ def _log_rows(params: Params, report: Path, data: Path, rows: Mapping[str, Any])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m trace_core.ablation [--only NAME ...] [-p params.yaml]``."""
+    """``python -m flows.ablation [--only NAME ...] [-p params.yaml]``."""
     import argparse
 
     from trace_core.env import quiet_environment
 
     quiet_environment()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m trace_core.ablation", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m flows.ablation", description=__doc__.split("\n")[0])
     parser.add_argument("-p", "--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--only", nargs="*", choices=[v.name for v in VARIANTS], help="run only these variants")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Scenes of M-BEIR-mini: closed vocabularies, structured metadata and the caption functions.
 
-The payload dataclasses are the contract between the generator (:mod:`trace_core.data.mini`)
+The payload dataclasses are the contract between the generator (:mod:`trace_core.data.mini.generate`)
 and the oracle teacher/verifier: each serialises to the JSON stored in
 ``query_src_content`` / ``src_content`` (``json.dumps(..., sort_keys=True)``) and parses back
 with :func:`payload_from_json`. Captions are pure functions of the structure, so a chain of

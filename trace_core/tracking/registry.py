@@ -1,7 +1,7 @@
 """MLflow model registry: the TRACE pyfunc, champion/challenger promotion.
 
-Used through the wrappers of the same names in :mod:`trace_core.tracking` (the one MLflow
-adapter); split out only to keep that module small.
+Part of the one MLflow adapter (:mod:`trace_core.tracking`); runs are opened only by
+:mod:`trace_core.tracking.runs`.
 """
 
 from __future__ import annotations
@@ -14,30 +14,33 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from trace_core.config import Params
-from trace_core.tracking import (
-    _ACTIVE,
-    CHAMPION,
-    TAG_DECISION,
-    TAG_MODEL_ID,
-    TAG_SCORE,
-    _client,
-    decide_alias,
-    set_tags,
-)
+from trace_core.tracking.runs import TAG_MODEL_ID, active_run_id, set_tags, store_client
 
 log = logging.getLogger(__name__)
+
+TAG_SCORE = "trace.mbeir_average"
+TAG_DECISION = "trace.promotion"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def decide_alias(score: float, version: str, champion: tuple[str, float] | None) -> str:
+    """Promotion rule: champion iff no champion yet, same version, or strictly higher score."""
+    if champion is None or champion[0] == version:
+        return CHAMPION
+    return CHAMPION if score > champion[1] else CHALLENGER
 
 
 def register_model(params: Params, model_dir: Path) -> str:
     """Log a pyfunc model that loads the saved HF files and register it; return the version.
 
-    The pyfunc is defined as code (:mod:`trace_core.serving`), so nothing is pickled; the
+    The pyfunc is defined as code (:mod:`trace_core.tracking.pyfunc`), so nothing is pickled; the
     saved weights, tokenizer and image processor travel as the ``model_dir`` artifact.
     Must be called inside :func:`stage_run`.
     """
-    if not params.tracking.enabled or not _ACTIVE:
+    if not params.tracking.enabled or not active_run_id():
         return ""
-    from trace_core.serving import model_code, signature
+    from trace_core.tracking.pyfunc import model_code, signature
 
     model_id = _model_id(Path(model_dir))
     existing = version_of_model(params, model_id)
@@ -45,7 +48,7 @@ def register_model(params: Params, model_dir: Path) -> str:
         log.info("weights %s already registered as version %s", model_id, existing)
         set_tags({"trace.registered_version": existing, TAG_MODEL_ID: model_id})
         return existing
-    _client(params)
+    store_client(params)
     with tempfile.TemporaryDirectory() as tmp:
         code = Path(tmp) / "trace_pyfunc.py"
         code.write_text(model_code())
@@ -58,7 +61,7 @@ def register_model(params: Params, model_dir: Path) -> str:
         )
     version = str(info.registered_model_version)
     if model_id:
-        _client(params).set_model_version_tag(params.tracking.registered_model, version, TAG_MODEL_ID, model_id)
+        store_client(params).set_model_version_tag(params.tracking.registered_model, version, TAG_MODEL_ID, model_id)
     set_tags({"trace.registered_version": version, TAG_MODEL_ID: model_id})
     log.info("registered %s version %s", params.tracking.registered_model, version)
     return version
@@ -77,7 +80,7 @@ def version_of_model(params: Params, model_id: str | None) -> str | None:
     """Registered version whose ``trace.model_id`` tag is ``model_id`` (latest if several)."""
     if not params.tracking.enabled or not model_id:
         return None
-    client = _client(params)
+    client = store_client(params)
     name = params.tracking.registered_model
     found = client.search_model_versions(f"name = '{name}' and tags.`{TAG_MODEL_ID}` = '{model_id}'")
     return str(max(int(mv.version) for mv in found)) if found else None
@@ -116,7 +119,7 @@ def promote(params: Params, version: str, score: float) -> str:
     """
     if not params.tracking.enabled or not version:
         return ""
-    client = _client(params)
+    client = store_client(params)
     name = params.tracking.registered_model
     champion = _champion_score(client, name)
     alias = decide_alias(score, version, champion)
@@ -132,7 +135,7 @@ def promote(params: Params, version: str, score: float) -> str:
         "previous_champion_score": champion[1] if champion else None,
     }
     log.info("promotion: %s", decision)
-    if _ACTIVE:
+    if active_run_id():
         set_tags({TAG_DECISION: alias, "trace.promoted_version": version})
         mlflow.log_dict(decision, "promotion.json")
     return alias
@@ -142,18 +145,9 @@ def find_model_run(params: Params) -> str | None:
     """Run id of the latest registered version of the model (None if none registered)."""
     if not params.tracking.enabled:
         return None
-    client = _client(params)
+    client = store_client(params)
     versions = client.search_model_versions(f"name = '{params.tracking.registered_model}'")
     if not versions:
         return None
     latest = max(versions, key=lambda mv: int(mv.version))
     return str(latest.run_id) if latest.run_id else None
-
-
-def latest_version(params: Params) -> str | None:
-    """Number of the latest registered version of the model (None if none registered)."""
-    if not params.tracking.enabled:
-        return None
-    client = _client(params)
-    versions = client.search_model_versions(f"name = '{params.tracking.registered_model}'")
-    return str(max(int(mv.version) for mv in versions)) if versions else None

@@ -1,7 +1,8 @@
-"""Ranks of a distributed export: which rank encodes which shard, and the barriers around the merge.
+"""A distributed export: which rank encodes which shard, and the barriers around the merge.
 
 ``trace export`` launched by ``torch.distributed.run`` (or any launcher that sets ``RANK``,
-``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``) runs one process per rank.
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``, read through
+:mod:`trace_core.ranks`) runs one process per rank.
 Shards are the unit of work: every rank derives the same list of shards from the data, each
 encodes the ones :func:`assign_units` gives it, and rank 0 writes the manifests after a
 barrier. Without those variables the export is one process and no process group is made.
@@ -15,11 +16,12 @@ from __future__ import annotations
 
 import heapq
 import logging
-import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+
+from trace_core import ranks as process
 
 log = logging.getLogger(__name__)
 Barrier = Callable[[], None]
@@ -39,33 +41,24 @@ class Ranks:
         return self.rank == 0
 
 
-def _env_int(env: Mapping[str, str], key: str, default: int) -> int:
-    raw = env.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"environment variable {key}={raw!r}: not an integer") from None
-
-
-def ranks_from_env(env: Mapping[str, str] | None = None) -> Ranks:
-    """Read ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (a single process when they are absent).
+def current_ranks() -> Ranks:
+    """This process's ranks, from :mod:`trace_core.ranks` (a single process when no launcher set them).
 
     Raises:
-        ValueError: a variable that is not an integer, or a rank outside ``[0, WORLD_SIZE)``.
+        ValueError: a rank outside ``[0, WORLD_SIZE)`` or a world size below 1.
     """
-    env = os.environ if env is None else env
-    world = _env_int(env, "WORLD_SIZE", 1)
-    rank = _env_int(env, "RANK", 0)
-    local = _env_int(env, "LOCAL_RANK", rank)
-    if world < 1:
-        raise ValueError(f"environment variable WORLD_SIZE={world}: must be >= 1")
-    if not 0 <= rank < world:
-        raise ValueError(f"environment variable RANK={rank}: must be in [0, WORLD_SIZE={world})")
-    if local < 0:
-        raise ValueError(f"environment variable LOCAL_RANK={local}: must be >= 0")
-    return Ranks(rank, world, local)
+    return checked(Ranks(process.rank(), process.world_size(), process.local_rank()))
+
+
+def checked(ranks: Ranks) -> Ranks:
+    """``ranks`` when consistent, else a ValueError naming the launcher variable at fault."""
+    if ranks.world_size < 1:
+        raise ValueError(f"environment variable WORLD_SIZE={ranks.world_size}: must be >= 1")
+    if not 0 <= ranks.rank < ranks.world_size:
+        raise ValueError(f"environment variable RANK={ranks.rank}: must be in [0, WORLD_SIZE={ranks.world_size})")
+    if ranks.local_rank < 0:
+        raise ValueError(f"environment variable LOCAL_RANK={ranks.local_rank}: must be >= 0")
+    return ranks
 
 
 def assign_units(sizes: Sequence[int], world_size: int) -> list[int]:

@@ -31,10 +31,10 @@ from trace_core.data.mbeir import (
     train_query_file,
     union_train_file,
 )
-from trace_core.data.mini_prompts import instructions_tsv
-from trace_core.data.mini_tasks import RECIPES, CandSpec, ImageSpec, QuerySpec, RecipeContext, filler, make_entities
-from trace_core.data.render import RenderSpec, png_bytes, render_scene
-from trace_core.data.scene import to_json
+from trace_core.data.mini.prompts import instructions_tsv
+from trace_core.data.mini.render import RenderSpec, png_bytes, render_scene
+from trace_core.data.mini.scene import to_json
+from trace_core.data.mini.tasks import RECIPES, CandSpec, ImageSpec, QuerySpec, RecipeContext, filler, make_entities
 from trace_core.io import atomic_open, write_text
 
 log = logging.getLogger(__name__)

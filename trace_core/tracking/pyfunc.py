@@ -20,7 +20,7 @@ from mlflow.pyfunc import PythonModel
 _MODEL_CODE = '''"""TRACE pyfunc entry point (MLflow models-from-code)."""
 import mlflow
 
-from trace_core.serving import TracePyfunc
+from trace_core.tracking.pyfunc import TracePyfunc
 
 mlflow.models.set_model(TracePyfunc())
 '''

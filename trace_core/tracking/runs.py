@@ -1,14 +1,14 @@
-"""The one MLflow adapter: pipeline parent runs, stage child runs, registry and promotion.
+"""MLflow runs: pipeline parent runs, stage child runs, and logging into the active run.
 
 Every ``dvc repro`` (or Prefect pipeline run) is one MLflow *parent* run; each stage that
 executes opens a *child* run under it. The parent comes from ``TRACE_PARENT_RUN_ID`` when
-set (the Prefect flow and ``make demo`` set it); otherwise the unfinished parent tagged
-with the same git commit, params hash and run name is reused, or created. Every run is
-tagged with the git commit and the params hash so MLflow's compare view lines up runs of
-different DVC experiments.
+set (the Prefect flow and ``make demo`` set it); otherwise, under ``dvc repro``, the unfinished
+parent tagged with the same git commit, params hash and run name is reused, or created. A stage
+run outside any pipeline is a single run. Every run is tagged with the git commit and the params
+hash so MLflow's compare view lines up runs of different DVC experiments.
 
-Stages import this module lazily (inside ``run``); ``trace_core.cli`` never imports it.
-With ``params.tracking.enabled`` false every function is a no-op.
+Runs are opened only here, called by the CLI and the Prefect flows; stage code only logs into
+the active run. With ``params.tracking.enabled`` false every function is a no-op.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import json
 import logging
 import os
 import subprocess
-import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,8 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from trace_core.config import Params, dump_params
-from trace_core.paths import Paths
+from trace_core.flatten import flatten, numeric_leaves
+from trace_core.ranks import is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +39,8 @@ TAG_RUN_NAME = "trace.run_name"
 TAG_KIND = "trace.kind"
 TAG_STAGE = "trace.stage"
 TAG_DVC_EXP = "trace.dvc_exp"
-TAG_SCORE = "trace.mbeir_average"
-TAG_DECISION = "trace.promotion"
 TAG_MODEL_ID = "trace.model_id"
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 LAST_STAGE = "evaluate"
-
-#: params sections each stage reads; dvc.yaml lists exactly these (a test checks it).
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "download": ("base.seed", "download"),
-    "validate": ("validate",),
-    "cot_generate": ("base.seed", "cot_generate"),
-    "cot_curate": ("cot_curate",),
-    "cot_build": ("base.seed", "cot_build"),
-    "train": ("base.seed", "model", "train"),
-    "export": ("base.seed", "model.max_length", "export"),
-    "index": ("index",),
-    "evaluate": ("index", "evaluate"),
-}
 
 # (run id, stage) of the stage runs this process opened (innermost last); log_* write to the top.
 _ACTIVE: list[tuple[str, str]] = []
@@ -81,21 +64,9 @@ def params_hash(params: Params) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Flatten nested mappings into dotted keys (lists kept as values)."""
-    if not isinstance(obj, Mapping):
-        return {prefix: obj}
-    flat: dict[str, Any] = {}
-    for key, value in obj.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        flat.update(flatten(value, name) if isinstance(value, Mapping) and value else {name: value})
-    return flat
-
-
-def stage_params(params: Params, stage: str) -> dict[str, Any]:
-    """Return the flattened params keys a stage reads (see :data:`STAGE_SECTIONS`)."""
+def stage_params(params: Params, keys: Sequence[str]) -> dict[str, Any]:
+    """The flattened params under ``keys`` (a stage's params sections, as in ``dvc.yaml``)."""
     full = flatten(dump_params(params))
-    keys = STAGE_SECTIONS.get(stage, ())
     return {k: v for k, v in full.items() if any(k == p or k.startswith(p + ".") for p in keys)}
 
 
@@ -126,7 +97,8 @@ def tracking_uri(params: Params) -> str:
     return uri
 
 
-def _client(params: Params) -> MlflowClient:
+def store_client(params: Params) -> MlflowClient:
+    """An MLflow client on the tracking store (tracking and registry URIs set for this process)."""
     uri = tracking_uri(params)
     # mlflow.set_*_uri also export MLFLOW_*_URI to os.environ; keep the user's values so a
     # long-lived process (Prefect server, tests) does not leak one project's store into the next.
@@ -141,9 +113,9 @@ def _client(params: Params) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def experiment_id(params: Params, client: MlflowClient | None = None) -> str:
+def experiment_id(params: Params, mlflow_client: MlflowClient | None = None) -> str:
     """Return the id of ``params.tracking.experiment``, creating it (with its artifact root)."""
-    client = client or _client(params)
+    client = mlflow_client or store_client(params)
     exp = client.get_experiment_by_name(params.tracking.experiment)
     if exp is not None:
         return str(exp.experiment_id)
@@ -171,7 +143,7 @@ def start_pipeline(params: Params, reuse: bool = True, tags: Mapping[str, str] |
     """
     if not params.tracking.enabled:
         return ""
-    client = _client(params)
+    client = store_client(params)
     exp_id = experiment_id(params, client)
     base_tags = run_tags(params)
     found = _find_parent(client, exp_id, base_tags) if reuse else None
@@ -193,7 +165,7 @@ def end_pipeline(params: Params, run_id: str, status: str = "FINISHED") -> bool:
     """
     if not params.tracking.enabled or not run_id:
         return False
-    client = _client(params)
+    client = store_client(params)
     run = client.get_run(run_id)
     children = client.search_runs(
         [run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=1
@@ -213,74 +185,59 @@ def _param_value(value: Any) -> str:
 
 
 # --- stage runs --------------------------------------------------------------------------------
-@contextmanager
-def stage_run(params: Params, stage: str) -> Iterator[str]:
-    """Open an MLflow child run for ``stage`` under the pipeline's parent run.
+def in_pipeline() -> bool:
+    """Whether this process runs under a pipeline: a Prefect/demo parent run, or ``dvc repro``."""
+    return bool(os.environ.get(PARENT_ENV) or os.environ.get("DVC_STAGE"))
 
-    The parent id comes from ``TRACE_PARENT_RUN_ID`` if set, else one parent per (git commit,
-    params hash, run name) is found or created; the last stage (evaluate) closes a parent it
-    did not get from the environment. Tags: git commit, params hash, stage. Logs the params
-    keys the stage reads. Yields the run id ("" and no-op everywhere if tracking is off).
-    Re-entrant: inside an open run of the same stage it yields that run.
+
+@contextmanager
+def stage_run(params: Params, stage: str, keys: Sequence[str] = ()) -> Iterator[str]:
+    """Open the MLflow run of ``stage``; the only place stage runs are opened (CLI and flows call it).
+
+    Inside a pipeline (see :func:`in_pipeline`) the run is a child of the pipeline's parent: the
+    parent id comes from ``TRACE_PARENT_RUN_ID`` if set, else one parent per (git commit, params
+    hash, run name) is found or created and the last stage (evaluate) closes it. Outside a
+    pipeline (a user typing ``trace validate --data-root DIR``) the run is a single top-level run,
+    so nothing is left RUNNING. The run always ends: FINISHED, or FAILED when the stage raised.
+    Tags: git commit, params hash, stage; params: the keys the stage reads. Yields the run id
+    ("" and no-op everywhere if tracking is off or on a rank other than 0). Re-entrant.
     """
-    if not params.tracking.enabled or os.environ.get("RANK", "0") != "0":  # one run per stage, from rank 0
+    if not params.tracking.enabled or not is_main_process():  # one run per stage, from rank 0
         yield ""
         return
     if _ACTIVE and _ACTIVE[-1][1] == stage:
         yield _ACTIVE[-1][0]
         return
     env_parent = os.environ.get(PARENT_ENV, "")
-    parent = env_parent or start_pipeline(params)
-    client = _client(params)
-    exp_id = experiment_id(params, client)
+    parent = (env_parent or start_pipeline(params)) if in_pipeline() else None
+    exp_id = experiment_id(params)
     tags = {**run_tags(params), TAG_KIND: "stage", TAG_STAGE: stage}
     with mlflow.start_run(experiment_id=exp_id, run_name=stage, parent_run_id=parent, tags=tags) as run:
         run_id = str(run.info.run_id)
         _ACTIVE.append((run_id, stage))
         try:
-            log_params(stage_params(params, stage))
+            log_params(stage_params(params, keys))
             yield run_id
         finally:
             _ACTIVE.pop()
-    if stage == LAST_STAGE and not env_parent:
+    if parent and stage == LAST_STAGE and not env_parent:
         end_pipeline(params, parent)
 
 
-def stage_outputs(paths: Paths, stage: str) -> tuple[Path | None, list[Path]]:
-    """A stage's DVC metrics file (or None) and the reports worth keeping as MLflow artifacts."""
-    reports = paths.reports_dir
-    table: dict[str, tuple[str | None, list[Path]]] = {
-        "download": (None, [paths.data_root / "MANIFEST.json"]),
-        "validate": ("validation", [paths.validation_dir]),
-        "cot_generate": (None, []),
-        "cot_curate": ("cot_curate", [reports / "cot_curate.md", reports / "cot_curate_checks.json"]),
-        "cot_build": ("cot_build", []),
-        "export": (None, [paths.embeddings_dir / "manifest.json", paths.embeddings_dir / "routing.jsonl"]),
-        "index": (None, [paths.index_manifest]),
-    }
-    metrics, files = table.get(stage, (None, []))
-    return (paths.metrics_file(metrics) if metrics else None), files
-
-
 @contextmanager
-def track_stage(params: Params, paths: Paths, stage: str) -> Iterator[str]:
+def track_stage(
+    params: Params, stage: str, keys: Sequence[str], metrics_file: Path | None, artifacts: Sequence[Path]
+) -> Iterator[str]:
     """:func:`stage_run` plus, on success, the stage's metrics file and reports logged."""
-    with stage_run(params, stage) as run_id:
+    with stage_run(params, stage, keys) as run_id:
         yield run_id
-        metrics_file, files = stage_outputs(paths, stage)
         if metrics_file is not None and metrics_file.is_file():
             data = json.loads(metrics_file.read_text())
-            log_metrics(flatten_numbers(data))
+            log_metrics(numeric_leaves(data))
             log_artifact(metrics_file, "metrics")
-        for path in files:
+        for path in artifacts:
             if path.exists():
                 log_artifact(path, "reports" if path.is_file() else f"reports/{path.name}")
-
-
-def flatten_numbers(obj: Any) -> dict[str, float]:
-    """Numeric leaves of a JSON object as dotted keys (booleans as 0/1)."""
-    flat = flatten(obj) if isinstance(obj, Mapping) else {}
-    return {k: float(v) for k, v in flat.items() if isinstance(v, (int, float))}
 
 
 def active_run_id() -> str:
@@ -332,66 +289,3 @@ def set_tags(tags: Mapping[str, Any]) -> None:
     """Set tags on the active stage run."""
     if _ACTIVE:
         mlflow.set_tags({k: str(v) for k, v in tags.items()})
-
-
-# --- model registry (implemented in trace_core.registry) --------------------------------------
-def register_model(params: Params, model_dir: Path) -> str:
-    """Log a pyfunc that loads the saved HF files from the active stage run, register it; return the version."""
-    from trace_core import registry
-
-    return registry.register_model(params, model_dir)
-
-
-def promote(params: Params, version: str, score: float) -> str:
-    """Alias ``version`` champion iff ``score`` beats the current champion's, else challenger."""
-    from trace_core import registry
-
-    return registry.promote(params, version, score)
-
-
-def promote_model(params: Params, model_id: str | None, score: float | None) -> str:
-    """After evaluation: promote the version registered for ``model_id``; "" if none."""
-    from trace_core import registry
-
-    return registry.promote_model(params, model_id, score)
-
-
-def decide_alias(score: float, version: str, champion: tuple[str, float] | None) -> str:
-    """Promotion rule: champion iff no champion yet, same version, or strictly higher score."""
-    if champion is None or champion[0] == version:
-        return CHAMPION
-    return CHAMPION if score > champion[1] else CHALLENGER
-
-
-def find_model_run(params: Params) -> str | None:
-    """Run id of the latest registered version of the model (None if none registered)."""
-    from trace_core import registry
-
-    return registry.find_model_run(params)
-
-
-# --- command line (used by scripts/demo.sh around `dvc repro`) ---------------------------------
-def main(argv: list[str] | None = None) -> int:
-    """``python -m trace_core.tracking start|end RUN_ID [STATUS]`` for shell pipelines."""
-    import argparse
-
-    from trace_core.config import load_params
-    from trace_core.env import quiet_environment
-
-    quiet_environment()
-    parser = argparse.ArgumentParser(prog="python -m trace_core.tracking", description=main.__doc__)
-    parser.add_argument("action", choices=["start", "end"])
-    parser.add_argument("run_id", nargs="?", default="")
-    parser.add_argument("status", nargs="?", default="FINISHED", choices=["FINISHED", "FAILED", "KILLED"])
-    parser.add_argument("-p", "--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
-    if args.action == "start":
-        sys.stdout.write(start_pipeline(params, reuse=False) + "\n")
-    else:
-        end_pipeline(params, args.run_id, args.status)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
