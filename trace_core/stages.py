@@ -39,6 +39,9 @@ DATA_CODE: tuple[str, ...] = (*PARSER_CODE, "trace_core/data/dataset.py", "trace
 MODEL_CODE: tuple[str, ...] = ("trace_core/model",)
 COT_CODE: tuple[str, ...] = ("trace_core/cot", "trace_core/data/mini/scene.py")  # the oracle reads mini payloads
 EXPORT_CODE: tuple[str, ...] = (
+    "trace_core/ranks.py",
+    "trace_core/indexing/commit.py",
+    "trace_core/indexing/distribute.py",
     "trace_core/indexing/export.py",
     "trace_core/indexing/shards.py",
     "trace_core/indexing/union.py",

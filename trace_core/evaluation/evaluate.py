@@ -20,6 +20,7 @@ from trace_core.evaluation.mbeir import build_table, task_ks
 from trace_core.evaluation.metrics import RunEntry, format_run_line, ranked_entries, recall_at_ks
 from trace_core.indexing.backend import VectorIndex
 from trace_core.indexing.build_index import open_index
+from trace_core.indexing.commit import load_export
 from trace_core.indexing.shards import iter_chunks, load_embeddings, load_manifest
 from trace_core.io import DataError, atomic_open, read_json, write_json
 from trace_core.paths import Paths
@@ -156,7 +157,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     if not paths.index_manifest.exists():
         raise DataError(paths.index_manifest, "file", "no index manifest (run `trace index`)")
     imanifest = read_json(paths.index_manifest)
-    top = read_json(paths.embeddings_manifest)
+    top = load_export(paths.embeddings_dir)  # refuses a mix of models (an interrupted export)
     if top["model_id"] != imanifest.get("model_id"):
         raise DataError(
             paths.index_manifest,

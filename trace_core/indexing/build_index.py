@@ -19,8 +19,9 @@ from tqdm import tqdm
 
 from trace_core.config import Params
 from trace_core.indexing.backend import NumpyIndex, VectorIndex, check_index_type
+from trace_core.indexing.commit import load_export
 from trace_core.indexing.shards import iter_chunks, load_embeddings, load_manifest
-from trace_core.io import DataError, read_json, write_json
+from trace_core.io import DataError, write_json
 from trace_core.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,7 @@ def collection_name(pool: str, pool_hash: str) -> str:
 
 def embedding_pools(paths: Paths) -> dict[str, Path]:
     """``pool -> manifest path`` of every exported candidate pool (the union included)."""
-    top_path = paths.embeddings_manifest
-    if not top_path.exists():
-        raise DataError(top_path, "file", "no export manifest (run `trace export`)")
-    top = read_json(top_path)
+    top = load_export(paths.embeddings_dir)  # refuses a mix of models (an interrupted export)
     pools = {stem: paths.embeddings_dir / rel for stem, rel in top["pools"].items()}
     if top.get("union"):
         pools["union"] = paths.embeddings_dir / top["union"]
