@@ -31,7 +31,9 @@ def test_export_index_evaluate(setup):
     union = read_json(paths.embeddings_dir / top["union"])
     assert union["count"] == 21 and [p["pool"] for p in union["parts"]] == ["mscoco_task0", "cirr_task7", "union_extra"]
     qm = read_json(paths.embeddings_dir / top["queries"]["cirr_task7"])
-    assert qm["routes"] == {"direct": 0, "reasoned": 4, "forced": 0} and qm["qps"] > 0
+    assert qm["routes"] == {"direct": 0, "reasoned": 4, "forced": 0} and "qps" not in qm  # timings kept apart
+    timings = read_json(paths.timings_file("export"))
+    assert timings["queries"]["cirr_task7"]["rows"] == 4 and timings["query_qps"] > 0
     routing = [json.loads(x) for x in (paths.embeddings_dir / "routing.jsonl").read_text().splitlines()]
     assert len(routing) == 10 and {r["route"] for r in routing if r["task"] == "cirr_task7"} == {"reasoned"}
 

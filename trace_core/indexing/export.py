@@ -52,12 +52,14 @@ from trace_core.indexing.shards import (
     write_shard,
 )
 from trace_core.indexing.union import UNION, write_union
-from trace_core.io import DataError, iter_jsonl, read_json, write_jsonl
+from trace_core.io import DataError, iter_jsonl, read_json, write_json, write_jsonl
 from trace_core.paths import Paths
 from trace_core.types import EncodeItem, RoutingMode, routing_mode
 
 log = logging.getLogger(__name__)
 ROUTES = ("direct", "reasoned", "forced")
+#: key of the wall-clock encode time an encode function reports; written apart from the outputs.
+TIMING_KEY = "encode_seconds"
 EncodeFn = Callable[[Sequence[EncodeItem]], tuple[np.ndarray, dict[str, Any], list[dict[str, Any]]]]
 
 
@@ -142,9 +144,26 @@ def encode_shard(s: ExportSet, index: int) -> dict[str, Any]:
     with contextlib.suppress(FileNotFoundError):
         (s.directory / f"{shard_name(index)}.json").unlink()
     vectors, meta, routing = s.encode(chunk)
+    timing = {"rows": len(chunk), "encode_seconds": meta.pop(TIMING_KEY)} if TIMING_KEY in meta else None
+    if timing is not None:  # beside the shard but ignored by DVC (.dvcignore): outputs stay reproducible
+        write_json(timing_path(s.directory, index), timing)
     if routing:
         write_jsonl(s.directory / f"{shard_name(index)}.routing.jsonl", routing)
     return write_shard(s.directory, index, [it.id for it in chunk], vectors, {"stamp": s.stamp, **meta})
+
+
+def timing_path(directory: Path, index: int) -> Path:
+    """Wall-clock timing of shard ``index`` (``*.timing.json`` is listed in ``.dvcignore``)."""
+    return directory / f"{shard_name(index)}.timing.json"
+
+
+def set_timing(s: ExportSet) -> dict[str, float] | None:
+    """Rows, encode seconds and rows/s of a set from its shards' timing files (None if any is missing)."""
+    found = [read_json(timing_path(s.directory, i)) for i in range(s.n_shards) if timing_path(s.directory, i).is_file()]
+    if len(found) != s.n_shards or not found:
+        return None
+    rows, seconds = sum(int(t["rows"]) for t in found), sum(float(t["encode_seconds"]) for t in found)
+    return {"rows": rows, "encode_seconds": seconds, "qps": rows / seconds if seconds > 0 else 0.0}
 
 
 def export_shards(
@@ -165,7 +184,7 @@ def candidate_encode_fn(encoder: Encoder, image_root: Path, batch_size: int) -> 
     def encode(chunk: Sequence[EncodeItem]) -> tuple[np.ndarray, dict[str, Any], list[dict[str, Any]]]:
         t0 = time.perf_counter()
         vectors = encoder.encode_candidates(chunk, image_root, batch_size)
-        return vectors, {"encode_seconds": time.perf_counter() - t0}, []
+        return vectors, {TIMING_KEY: time.perf_counter() - t0}, []
 
     return encode
 
@@ -186,7 +205,7 @@ def query_encode_fn(
             for it, r, n, c in zip(chunk, enc.routes, enc.new_tokens, enc.chains, strict=True)
         ]
         counts = {r: sum(1 for x in enc.routes if x == r) for r in ROUTES}
-        meta = {"encode_seconds": seconds, "routes": counts, "new_tokens": int(sum(enc.new_tokens))}
+        meta = {TIMING_KEY: seconds, "routes": counts, "new_tokens": int(sum(enc.new_tokens))}
         return enc.vectors, meta, rows
 
     return encode
@@ -200,20 +219,13 @@ def pool_manifest(base: dict[str, Any], infos: list[dict[str, Any]], dim: int) -
         "count": sum(i["count"] for i in infos),
         "hash": combined_hash([i["sha256"] for i in infos]),
         "shards": [{k: i[k] for k in ("name", "count", "dim", "sha256")} for i in infos],
-        "encode_seconds": sum(i["meta"].get("encode_seconds", 0.0) for i in infos),
     }
 
 
 def query_summary(infos: list[dict[str, Any]]) -> dict[str, Any]:
-    """Route counts, generated tokens and QPS of a query set from its shard jsons."""
-    n = sum(i["count"] for i in infos)
-    seconds = sum(i["meta"]["encode_seconds"] for i in infos)
+    """Route counts and generated tokens of a query set from its shard jsons (timings live apart)."""
     routes = {r: sum(i["meta"]["routes"][r] for i in infos) for r in ROUTES}
-    return {
-        "routes": routes,
-        "new_tokens": sum(i["meta"]["new_tokens"] for i in infos),
-        "qps": n / seconds if seconds > 0 else 0.0,
-    }
+    return {"routes": routes, "new_tokens": sum(i["meta"]["new_tokens"] for i in infos)}
 
 
 # --- the plan: every set of the export, built identically on every rank -----------------------
@@ -341,7 +353,7 @@ def finish_set(s: ExportSet, dim: int) -> Path:
     manifest = pool_manifest(s.base, infos, dim)
     if s.queries:
         manifest.update(query_summary(infos))
-        log.info("%s: %d rows, %.1f q/s, routes %s", s.name, manifest["count"], manifest["qps"], manifest["routes"])
+        log.info("%s: %d rows, routes %s", s.name, manifest["count"], manifest["routes"])
     return write_manifest(s.directory, manifest)
 
 
@@ -352,6 +364,15 @@ def write_routing_log(query_dirs: list[Path], out: Path) -> int:
         for path in sorted(d.glob("shard-*.routing.jsonl")):
             rows.extend(obj for _, obj in iter_jsonl(path))
     return write_jsonl(out, rows)
+
+
+def export_timings(plan: ExportPlan) -> dict[str, Any]:
+    """Per-task query and pool encoding throughput of this workspace's export (``metrics/timings/export.json``)."""
+    queries = {stem: set_timing(s) for stem, s in plan.queries.items()}
+    pools = {stem: set_timing(s) for stem, s in plan.pools.items()}
+    known = [t for t in queries.values() if t]
+    rows, secs = sum(t["rows"] for t in known), sum(t["encode_seconds"] for t in known)
+    return {"queries": queries, "pools": pools, "query_qps": rows / secs if secs > 0 else None}
 
 
 def merge(plan: ExportPlan, encoder: Encoder, mode: RoutingMode, paths: Paths) -> dict[str, Any]:
@@ -370,6 +391,7 @@ def merge(plan: ExportPlan, encoder: Encoder, mode: RoutingMode, paths: Paths) -
     listing = {"queries": queries, "pools": pools}
     top = top_manifest(paths.embeddings_dir, encoder.model_id, encoder.dim, mode, listing, union, extra)
     write_top(paths.embeddings_dir, top)
+    write_json(paths.timings_file("export"), export_timings(plan))
     log.info("export done: %d tasks, %d routed queries -> %s", len(queries), n_routed, paths.embeddings_dir)
     return top
 
