@@ -81,6 +81,22 @@ class DownloadParams(Section):
     mini: MiniParams = MiniParams()
 
 
+class DataParams(Section):
+    """How M-BEIR records become training and model inputs (read by every stage that encodes text).
+
+    ``train_file`` picks the training queries that cot_generate and cot_build read (they build
+    the training file train reads): ``union_up`` is UniIR's upsampled union
+    ``query/union_train/mbeir_union_up_train.jsonl`` (a multiset: the same qid repeats with
+    identical content), ``per_dataset`` the ten ``query/train/mbeir_<dataset>_train.jsonl``
+    files, each query once. ``normalize_text`` is UniIR's text normalisation of query and
+    candidate text at encoding time (:func:`trace_core.data.normalize.uniir_format`), or
+    ``none`` (raw text; the instruction is joined to the query text with one space).
+    """
+
+    train_file: Literal["union_up", "per_dataset"] = "union_up"
+    normalize_text: Literal["uniir", "none"] = "uniir"
+
+
 class ValidateParams(Section):
     """Great Expectations validation settings."""
 
@@ -279,11 +295,19 @@ class ExportParams(Section):
 
 
 class IndexParams(Section):
-    """Vector index backend."""
+    """Vector index backend.
+
+    Index types per pool kind: ``local_index_type`` for the 16 local pools, which the M-BEIR
+    protocol scores by exhaustive search (UniIR: faiss ``IDMap,Flat``), so ``FLAT`` unless you
+    opt in to an approximate index; ``index_type`` for the union pool and for serving, where
+    HNSW/IVF_FLAT make 5.6 M candidates searchable. ``evaluate`` records the index type and
+    its search parameters next to every number and marks numbers from approximate indexes.
+    """
 
     backend: Literal["milvus", "numpy"] = "milvus"
     uri: str | None = None
-    index_type: Literal["FLAT", "HNSW", "IVF_FLAT"] = "FLAT"
+    index_type: Literal["FLAT", "HNSW", "IVF_FLAT"] = "FLAT"  # union pool and serving
+    local_index_type: Literal["FLAT", "HNSW", "IVF_FLAT"] = "FLAT"  # the 16 local pools (protocol: FLAT)
     metric: Literal["IP", "COSINE"] = "IP"
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
@@ -321,6 +345,7 @@ class Params(Section):
     base: BaseParams = BaseParams()
     paths: PathsParams = PathsParams()
     download: DownloadParams = DownloadParams()
+    data: DataParams = DataParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
     cot_generate: CotGenerateParams = CotGenerateParams()
     cot_curate: CotCurateParams = CotCurateParams()

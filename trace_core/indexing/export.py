@@ -147,14 +147,15 @@ def export_task_queries(
     """Export the test queries of one task; returns its manifest."""
     root, ex = paths.data_root, params.export
     instructions = parse_instructions(instructions_file(root))
-    items = [
-        query_item(q, instructions, params.base.seed)[0] for q in load_queries(query_file(root, "test", task.stem))
-    ]
+    norm = params.data.normalize_text
+    queries = load_queries(query_file(root, "test", task.stem))
+    items = [query_item(q, instructions, params.base.seed, norm)[0] for q in queries]
     stamp = {
         "model_id": encoder.model_id,
         "routing": mode,
         "max_new_tokens": ex.max_new_tokens,
         "seed": params.base.seed,
+        "normalize_text": norm,
     }
     encode = query_encode_fn(encoder, root, mode, ex.max_new_tokens, ex.batch_size, task.stem)
     infos = export_shards(out, items, encode, stamp, ex.shard_size, f"queries {task.stem}")
@@ -169,8 +170,9 @@ def export_local_pool(
 ) -> tuple[dict[str, Any], list[str]]:
     """Export one task's local pool; returns its manifest and its dids in order."""
     pool = load_pool(local_pool_file(paths.data_root, task.stem))
-    items = [candidate_item(c, task.task_id) for c in pool]
-    stamp = {"model_id": encoder.model_id, "task_id": task.task_id}
+    norm = params.data.normalize_text
+    items = [candidate_item(c, task.task_id, norm) for c in pool]
+    stamp = {"model_id": encoder.model_id, "task_id": task.task_id, "normalize_text": norm}
     encode = candidate_encode_fn(encoder, paths.data_root, params.export.batch_size)
     infos = export_shards(out, items, encode, stamp, params.export.shard_size, f"pool {task.stem}")
     base = {"side": "candidate", "pool": task.stem, "task_id": task.task_id, "model_id": encoder.model_id}
@@ -193,9 +195,10 @@ def export_union(
     extra_manifest = None
     if extra:
         log.info("%d union-pool candidates are in no local pool: embedding them once", len(extra))
-        items = [candidate_item(c, _task_for_dataset(c.dataset_id)) for c in extra]
+        norm = params.data.normalize_text
+        items = [candidate_item(c, _task_for_dataset(c.dataset_id), norm) for c in extra]
         out = cand_dir / "union_extra"
-        stamp = {"model_id": encoder.model_id, "task_id": -1}
+        stamp = {"model_id": encoder.model_id, "task_id": -1, "normalize_text": norm}
         infos = export_shards(
             out,
             items,
