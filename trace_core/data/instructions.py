@@ -62,9 +62,7 @@ def choose_index(qid: str, n: int, seed: int) -> int:
     return int.from_bytes(digest[:8], "big") % n
 
 
-def instructed_text(
-    q: QueryRecord, instructions: Instructions, seed: int, mode: TextNorm
-) -> tuple[str, str | None]:
+def instructed_text(q: QueryRecord, instructions: Instructions, seed: int, mode: TextNorm) -> tuple[str, str | None]:
     """Return ``(instruction, text)`` of a query as encoded (see :mod:`trace_core.data.normalize`).
 
     An image-only query gets the prompt alone; a query without an instruction key gets its own
