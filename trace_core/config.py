@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
+#: teacher tokens the ``<reasoning></reasoning><answer></answer>`` tags (and spacing) may take.
+CHAIN_FORMAT_TOKENS = 24
 
 
 class Section(BaseModel):
@@ -116,7 +118,7 @@ class TeacherParams(Section):
     model: str | None = None
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
-    max_new_tokens: int = Field(256, ge=1)
+    max_new_tokens: int = Field(384, ge=1)  # >= the curation length bounds + tags (checked by Params)
     temperature: float = Field(0.0, ge=0.0)
     batch_size: int = Field(8, ge=1)
     concurrency: int = Field(4, ge=1)
@@ -168,6 +170,7 @@ class CotCurateParams(Section):
     ngram_n: int = 4
     min_english_ratio: float = 0.9
     min_english_function_words: int = 1
+    min_english_function_share: float = Field(0.6, ge=0.0, le=1.0)  # English / (English + foreign) function words
     extra_refusal_patterns: list[str] = []
     keyword_min_chars: int = 3
     near_duplicate_threshold: float = 0.9
@@ -359,6 +362,22 @@ class Params(Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
 
+    @model_validator(mode="after")
+    def _teacher_can_reach_the_length_bounds(self) -> Params:
+        """A chain at the filter's upper length bounds must fit in the teacher's ``max_new_tokens``.
+
+        Otherwise the bounds are never reached: a long chain is cut before ``</answer>`` and
+        dropped as ``format`` instead of being judged by ``length``.
+        """
+        teacher, cur = self.cot_generate.teacher, self.cot_curate
+        need = cur.reasoning_max_tokens + cur.answer_max_tokens + CHAIN_FORMAT_TOKENS
+        if teacher.kind != "oracle" and teacher.max_new_tokens < need:
+            raise ValueError(
+                f"cot_generate.teacher.max_new_tokens ({teacher.max_new_tokens}) must be at least "
+                f"cot_curate.reasoning_max_tokens + answer_max_tokens + {CHAIN_FORMAT_TOKENS} tag tokens ({need})"
+            )
+        return self
+
 
 class ParamsError(ValueError):
     """A params file that cannot be parsed; the message names the file and the key."""
@@ -367,7 +386,7 @@ class ParamsError(ValueError):
 def _describe(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]).replace("validate_", "validate")
+        key = ".".join(str(p) for p in e["loc"]).replace("validate_", "validate") or "<top level>"
         if e["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key '{key}' (not a TRACE parameter)")
         else:
