@@ -35,7 +35,12 @@ COMMON_CODE: tuple[str, ...] = ("trace_core/config.py", "trace_core/io.py", "tra
 #: the real M-BEIR parser and its record types.
 PARSER_CODE: tuple[str, ...] = ("trace_core/data/mbeir.py", "trace_core/types.py")
 #: the parser plus the data helpers (instructions, dataset rows) the model stages read data with.
-DATA_CODE: tuple[str, ...] = (*PARSER_CODE, "trace_core/data/dataset.py", "trace_core/data/instructions.py")
+DATA_CODE: tuple[str, ...] = (
+    *PARSER_CODE,
+    "trace_core/data/dataset.py",
+    "trace_core/data/instructions.py",
+    "trace_core/data/normalize.py",
+)
 MODEL_CODE: tuple[str, ...] = ("trace_core/model",)
 COT_CODE: tuple[str, ...] = ("trace_core/cot", "trace_core/data/mini/scene.py")  # the oracle reads mini payloads
 EXPORT_CODE: tuple[str, ...] = (
@@ -115,7 +120,8 @@ STAGES: dict[str, Stage] = {
             validate_run,
             "data",
             params=("validate",),
-            code=(*COMMON_CODE, *PARSER_CODE, "trace_core/data/instructions.py", "trace_core/data/validate"),
+            code=(*COMMON_CODE, *PARSER_CODE, "trace_core/data/instructions.py", "trace_core/data/normalize.py")
+            + ("trace_core/data/validate",),
             outs=("${paths.reports_dir}/validation/summary.json",),  # Data Docs: a view, not an output
             metrics="validation",
             artifacts=_validate_artifacts,
@@ -124,7 +130,7 @@ STAGES: dict[str, Stage] = {
             "cot_generate",
             cot_generate_run,
             "cot",
-            params=("base.seed", "cot_generate"),
+            params=("base.seed", "data", "cot_generate"),
             code=(*COMMON_CODE, *DATA_CODE, *COT_CODE),
             outs=("${paths.cot_dir}/raw",),
             io_bound=True,
@@ -148,7 +154,7 @@ STAGES: dict[str, Stage] = {
             "cot_build",
             cot_build_run,
             "cot",
-            params=("base.seed", "cot_build"),
+            params=("base.seed", "data", "cot_build"),
             code=(*COMMON_CODE, *DATA_CODE, *COT_CODE),
             outs=("${paths.cot_dir}/mbeir_cot_train.jsonl",),
             metrics="cot_build",
@@ -157,7 +163,7 @@ STAGES: dict[str, Stage] = {
             "train",
             train_run,
             "train",
-            params=("base.seed", "model", "train"),
+            params=("base.seed", "data", "model", "train"),
             code=(*COMMON_CODE, *DATA_CODE, *MODEL_CODE, "trace_core/ranks.py", "trace_core/training"),
             outs=("${paths.model_dir}",),
             metrics="train",
@@ -166,7 +172,7 @@ STAGES: dict[str, Stage] = {
             "export",
             export_run,
             "index",
-            params=("base.seed", "model.max_length", "export"),
+            params=("base.seed", "data.normalize_text", "model.max_length", "export"),
             code=(*COMMON_CODE, *DATA_CODE, *MODEL_CODE, *EXPORT_CODE),
             outs=("${paths.embeddings_dir}",),
             artifacts=_export_artifacts,

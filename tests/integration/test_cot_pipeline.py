@@ -91,10 +91,10 @@ def check_rows(samples, data_root: Path, paths: Paths) -> None:
         kept[row["qid"]] = row
     for s in samples:
         q = queries[s.qid]
-        item, instruction = query_item(q, instr, 42)
+        item, instruction = query_item(q, instr, 42, "uniir")
         assert s.query == item and s.instruction == instruction
         first = next(d for d in q.pos_cand_list if d in pool)
-        assert s.positive == candidate_item(pool[first], q.task_id)
+        assert s.positive == candidate_item(pool[first], q.task_id, "uniir")
         if s.z == 0:
             assert s.target == EMB_TOKEN
         else:

@@ -2,7 +2,10 @@
 
 Writes one UniIR-format run file per pool scope (``reports/runs/mbeir_test_<scope>_run.txt``),
 ``metrics/mbeir.json`` (16-column table, average, per-task recalls, routing rates, QPS),
-``reports/mbeir.md`` and plots, and logs them to MLflow on the model's run.
+``reports/mbeir.md`` and plots, and logs them to MLflow on the model's run. Every number is
+recorded with the index it came from (``<scope>.index.<task>``: backend, index type, whether
+the search was exact, build and search parameters); ``<scope>.approximate`` lists the tasks
+scored on an approximate index (the protocol is exhaustive search, UniIR's faiss Flat).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class TaskResult:
 
     metrics: dict[str, float]
     entries: list[RunEntry]
+    index: dict[str, Any]  # the index the numbers came from (search_spec)
 
 
 def rank_queries(
@@ -66,7 +70,19 @@ def score_task(
     rankings, entries = rank_queries(index, pool_ids, qids, vectors, max(ks), params.evaluate.run_id, task.task_id)
     qrels = read_qrels(qrels_file(paths.data_root, "test", task.stem))
     positives = {q: e.positives for q, e in qrels.items()}
-    return TaskResult(recall_at_ks(rankings, positives, qids, ks), entries)
+    return TaskResult(recall_at_ks(rankings, positives, qids, ks), entries, {})
+
+
+def search_spec(params: Params, backend: str, entry: dict[str, Any], k: int) -> dict[str, Any]:
+    """Index type and parameters behind a number: exact, or approximate with its build/search settings."""
+    index_type = str(entry.get("index_type", "exact"))
+    if backend != "milvus" or index_type in ("FLAT", "exact"):
+        return {"backend": backend, "index_type": index_type, "exact": True}
+    from trace_core.indexing.milvus import build_params, search_params
+
+    pp = params.index.model_copy(update={"index_type": index_type})
+    settings = {**build_params(pp), **search_params(pp, k)["params"]}
+    return {"backend": backend, "index_type": index_type, "exact": False, **settings}
 
 
 def pool_ids(manifest_path: Path) -> list[str]:
@@ -106,14 +122,17 @@ class Searcher:
 
             self.client = connect(resolve_uri(params.index, paths.milvus_db), params.index.timeout_s)
 
+    def entry(self, pool: str) -> dict[str, Any]:
+        """The index manifest's entry of ``pool``."""
+        entry: dict[str, Any] | None = self.imanifest["pools"].get(pool)
+        if entry is None:
+            raise DataError(self.paths.index_manifest, f"pool '{pool}'", "pool not in the index (re-run `trace index`)")
+        return entry
+
     def get(self, pool: str) -> tuple[VectorIndex, list[str]]:
         """Index and position-ordered ids of ``pool``."""
         if pool not in self._cache:
-            entry = self.imanifest["pools"].get(pool)
-            if entry is None:
-                raise DataError(
-                    self.paths.index_manifest, f"pool '{pool}'", "pool not in the index (re-run `trace index`)"
-                )
+            entry = self.entry(pool)
             path = self.paths.embeddings_dir / entry["embeddings"]
             if load_manifest(path)["hash"] != entry["hash"]:
                 raise DataError(
@@ -133,9 +152,13 @@ def evaluate_scope(
 ) -> dict[str, TaskResult]:
     """Score every task in its local pool (``local``) or in the union pool."""
     out = {}
+    params = searcher.params
     for task in tasks:
-        index, ids = searcher.get(task.stem if scope == "local" else UNION)
-        out[task.stem] = score_task(task, searcher.params, searcher.paths, index, ids, queries[task.stem])
+        pool = task.stem if scope == "local" else UNION
+        index, ids = searcher.get(pool)
+        out[task.stem] = score_task(task, params, searcher.paths, index, ids, queries[task.stem])
+        k = max(task_ks(task, params.evaluate.ks, params.evaluate.fashion_ks))
+        out[task.stem].index = search_spec(params, searcher.imanifest["backend"], searcher.entry(pool), k)
         log.info("%s %s: %s", scope, task.stem, {k: round(v, 4) for k, v in out[task.stem].metrics.items()})
     return out
 
@@ -152,7 +175,12 @@ def collect_metrics(scoped: dict[str, dict[str, TaskResult]], routing: dict[str,
     out: dict[str, Any] = {}
     for scope, results in scoped.items():
         per_task = {stem: r.metrics for stem, r in results.items()}
-        out[scope] = {"table": build_table(per_task).as_dict(), "tasks": per_task}
+        out[scope] = {
+            "table": build_table(per_task).as_dict(),
+            "tasks": per_task,
+            "index": {stem: r.index for stem, r in results.items()},
+            "approximate": [stem for stem, r in results.items() if not r.index.get("exact", True)],
+        }
     out["routing"] = routing
     return out
 
@@ -189,7 +217,11 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     routing = {t.stem: routing_summary(load_manifest(queries[t.stem])) for t in tasks}
     metrics = collect_metrics(scoped, routing)
     metrics["model_id"] = imanifest.get("model_id")
-    metrics["index"] = {"backend": imanifest["backend"], "index_type": imanifest["index_type"]}
+    metrics["index"] = {
+        "backend": imanifest["backend"],
+        "index_type": imanifest["index_type"],
+        "local_index_type": imanifest.get("local_index_type", imanifest["index_type"]),
+    }
     write_json(paths.metrics_file("mbeir"), metrics)
     export_timings = read_json(paths.timings_file("export")) if paths.timings_file("export").is_file() else None
     n_searched = sum(int(r["n_queries"]) for r in routing.values()) * len(scopes)

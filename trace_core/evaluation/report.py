@@ -20,14 +20,45 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
+APPROX = "†"
+
+
 def table_markdown(metrics: dict[str, Any], scopes: list[str]) -> str:
-    """The 16-column table (one row per scope) with the average column."""
+    """The 16-column table (one row per scope) with the average column.
+
+    A number that came from an approximate index is marked with ``†`` (and so is an average
+    over any such number); :func:`index_notes` says which index and settings.
+    """
     head = [t.label for t in TEST_TASKS] + ["average"]
     lines = ["| pool | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for scope in scopes:
         table = metrics[scope]["table"]
-        cells = [_pct(table.get(t.stem)) for t in TEST_TASKS] + [_pct(table["average"])]
+        approx = set(metrics[scope].get("approximate", []))
+        cells = [_pct(table.get(t.stem)) + (APPROX if t.stem in approx else "") for t in TEST_TASKS]
+        cells.append(_pct(table["average"]) + (APPROX if approx else ""))
         lines.append(f"| {scope} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _spec_text(spec: dict[str, Any]) -> str:
+    settings = ", ".join(f"{k}={v}" for k, v in spec.items() if k not in ("backend", "index_type", "exact"))
+    return f"{spec.get('backend')} {spec.get('index_type')}" + (f" ({settings})" if settings else "")
+
+
+def index_notes(metrics: dict[str, Any], scopes: list[str]) -> str:
+    """One line per scope: the index its numbers came from, exact or approximate."""
+    lines = []
+    for scope in scopes:
+        specs = metrics[scope].get("index", {})
+        kinds = sorted({_spec_text(spec) for spec in specs.values()})
+        approx = metrics[scope].get("approximate", [])
+        exactness = (
+            f"{APPROX} approximate search on {len(approx)} of {len(specs)} tasks (not the exhaustive search of the "
+            "M-BEIR protocol)"
+            if approx
+            else "exact search (the protocol's exhaustive search)"
+        )
+        lines.append(f"- {scope}: {'; '.join(kinds) or 'unknown index'}: {exactness}.")
     return "\n".join(lines)
 
 
@@ -59,9 +90,9 @@ def markdown(metrics: dict[str, Any]) -> str:
     )
     return (
         f"# M-BEIR results (model {metrics.get('model_id')})\n\n"
-        f"R@5 (R@10 for Fashion200K and FashionIQ), in %; UniIR hit semantics; index "
-        f"{metrics['index']['backend']} {metrics['index']['index_type']}.{note}\n\n"
-        f"{table_markdown(metrics, scopes)}\n\n## Per task\n\n{task_markdown(metrics, scopes)}\n\n"
+        f"R@5 (R@10 for Fashion200K and FashionIQ), in %; UniIR hit semantics.{note}\n\n"
+        f"{table_markdown(metrics, scopes)}\n\nIndexes:\n{index_notes(metrics, scopes)}\n\n"
+        f"## Per task\n\n{task_markdown(metrics, scopes)}\n\n"
         "Throughput (query-encoding and search QPS) is run-specific, so it is kept out of this report: "
         "`metrics/timings/evaluate.json` and the MLflow run.\n"
     )

@@ -235,14 +235,15 @@ def query_set(
     """The test queries of one task (instruction per query from the seed)."""
     root, ex = paths.data_root, params.export
     instructions = parse_instructions(instructions_file(root))
-    items = [
-        query_item(q, instructions, params.base.seed)[0] for q in load_queries(query_file(root, "test", task.stem))
-    ]
+    norm = params.data.normalize_text
+    queries = load_queries(query_file(root, "test", task.stem))
+    items = [query_item(q, instructions, params.base.seed, norm)[0] for q in queries]
     stamp = {
         "model_id": encoder.model_id,
         "routing": mode,
         "max_new_tokens": ex.max_new_tokens,
         "seed": params.base.seed,
+        "normalize_text": norm,
     }
     encode = query_encode_fn(encoder, root, mode, ex.max_new_tokens, ex.batch_size, task.stem)
     base = {"side": "query", "pool": task.stem, "task_id": task.task_id, "model_id": encoder.model_id, **stamp}
@@ -251,8 +252,9 @@ def query_set(
 
 def pool_set(encoder: Encoder, task: TestTask, params: Params, paths: Paths, out: Path) -> ExportSet:
     """One task's local pool."""
-    items = [candidate_item(c, task.task_id) for c in load_pool(local_pool_file(paths.data_root, task.stem))]
-    stamp = {"model_id": encoder.model_id, "task_id": task.task_id}
+    norm = params.data.normalize_text
+    items = [candidate_item(c, task.task_id, norm) for c in load_pool(local_pool_file(paths.data_root, task.stem))]
+    stamp = {"model_id": encoder.model_id, "task_id": task.task_id, "normalize_text": norm}
     encode = candidate_encode_fn(encoder, paths.data_root, params.export.batch_size)
     base = {"side": "candidate", "pool": task.stem, "task_id": task.task_id, "model_id": encoder.model_id}
     return ExportSet(f"pool {task.stem}", out, items, stamp, encode, params.export.shard_size, base)
@@ -271,8 +273,9 @@ def union_plan(
     extra = [c for c in union_pool if c.did not in known]
     extra_set = None
     if extra:
-        items = [candidate_item(c, _task_for_dataset(c.dataset_id)) for c in extra]
-        stamp = {"model_id": encoder.model_id, "task_id": -1}
+        norm = params.data.normalize_text
+        items = [candidate_item(c, _task_for_dataset(c.dataset_id), norm) for c in extra]
+        stamp = {"model_id": encoder.model_id, "task_id": -1, "normalize_text": norm}
         encode = candidate_encode_fn(encoder, paths.data_root, params.export.batch_size)
         base = {"side": "candidate", "pool": "union_extra", "model_id": encoder.model_id}
         out = cand_dir / "union_extra"

@@ -58,7 +58,18 @@ def _flag(name: str, table: str, column: str, description: str) -> Rule:
 RULES: tuple[Rule, ...] = (
     _flag("file_well_formed", "files", "well_formed", "every line is a JSON object with the required fields and types"),
     Rule("qid_format", "queries", "regex", "qid", "qid is '<dataset_id>:<n>' with a known dataset id", regex=ID_REGEX),
-    Rule("qid_unique_per_file", "queries", "unique", ["file", "qid"], "qids are unique within a query file"),
+    _flag(
+        "qid_unique_per_file",
+        "queries",
+        "qid_unique",
+        "qids are unique within a query file (only the upsampled union train file may repeat one)",
+    ),
+    _flag(
+        "qid_repeats_identical",
+        "queries",
+        "repeat_identical",
+        "a qid repeated in the upsampled union train file repeats the identical record",
+    ),
     Rule(
         "query_modality_known",
         "queries",
