@@ -125,7 +125,7 @@ def existing_experiments(root: Path, env: Mapping[str, str]) -> set[str]:
 
 
 def run_variant(variant: Variant, params: Params, root: Path) -> tuple[dict[str, Any], str, str]:
-    """Run one variant as a DVC experiment under its own MLflow parent; return its metrics."""
+    """Run one variant as a DVC experiment under its own MLflow parent; return its summary row."""
     from trace_core import tracking
 
     vparams = with_overrides(params, {**variant.overrides, "base.run_name": f"ablation-{variant.name}"})
@@ -146,8 +146,10 @@ def run_variant(variant: Variant, params: Params, root: Path) -> tuple[dict[str,
         status = "FINISHED"
     finally:
         tracking.end_pipeline(vparams, parent, status)
-    metrics = json.loads((root / params.paths.metrics_dir / "mbeir.json").read_text())
-    return metrics, name, parent
+    paths = Paths.from_params(params, root)
+    metrics = json.loads(paths.metrics_file("mbeir").read_text())
+    timings = paths.timings_file("evaluate")
+    return summarise(metrics, json.loads(timings.read_text()) if timings.is_file() else None), name, parent
 
 
 def variant_hits(params: Params, root: Path) -> dict[str, list[float]]:
@@ -203,8 +205,7 @@ def run(params_path: Path = Path("params.yaml"), only: Sequence[str] | None = No
     meta: dict[str, Any] = {"experiments": {}, "mlflow": {}, "descriptions": {}, "overrides": {}, "tables": {}}
     try:
         for variant in chosen:
-            metrics, exp, parent = run_variant(variant, params, root)
-            rows[variant.name] = summarise(metrics)
+            rows[variant.name], exp, parent = run_variant(variant, params, root)
             hits[variant.name] = variant_hits(params, root)
             meta["experiments"][variant.name], meta["mlflow"][variant.name] = exp, parent
             meta["descriptions"][variant.name], meta["overrides"][variant.name] = variant.description, variant.overrides

@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
+#: teacher tokens the ``<reasoning></reasoning><answer></answer>`` tags (and spacing) may take.
+CHAIN_FORMAT_TOKENS = 24
 
 
 class Section(BaseModel):
@@ -81,6 +83,22 @@ class DownloadParams(Section):
     mini: MiniParams = MiniParams()
 
 
+class DataParams(Section):
+    """How M-BEIR records become training and model inputs (read by every stage that encodes text).
+
+    ``train_file`` picks the training queries that cot_generate and cot_build read (they build
+    the training file train reads): ``union_up`` is UniIR's upsampled union
+    ``query/union_train/mbeir_union_up_train.jsonl`` (a multiset: the same qid repeats with
+    identical content), ``per_dataset`` the ten ``query/train/mbeir_<dataset>_train.jsonl``
+    files, each query once. ``normalize_text`` is UniIR's text normalisation of query and
+    candidate text at encoding time (:func:`trace_core.data.normalize.uniir_format`), or
+    ``none`` (raw text; the instruction is joined to the query text with one space).
+    """
+
+    train_file: Literal["union_up", "per_dataset"] = "union_up"
+    normalize_text: Literal["uniir", "none"] = "uniir"
+
+
 class ValidateParams(Section):
     """Great Expectations validation settings."""
 
@@ -100,7 +118,7 @@ class TeacherParams(Section):
     model: str | None = None
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
-    max_new_tokens: int = Field(256, ge=1)
+    max_new_tokens: int = Field(384, ge=1)  # >= the curation length bounds + tags (checked by Params)
     temperature: float = Field(0.0, ge=0.0)
     batch_size: int = Field(8, ge=1)
     concurrency: int = Field(4, ge=1)
@@ -152,6 +170,7 @@ class CotCurateParams(Section):
     ngram_n: int = 4
     min_english_ratio: float = 0.9
     min_english_function_words: int = 1
+    min_english_function_share: float = Field(0.6, ge=0.0, le=1.0)  # English / (English + foreign) function words
     extra_refusal_patterns: list[str] = []
     keyword_min_chars: int = 3
     near_duplicate_threshold: float = 0.9
@@ -268,7 +287,14 @@ class TrainParams(Section):
 
 
 class ExportParams(Section):
-    """Embedding export with implicit routing."""
+    """Embedding export with implicit routing.
+
+    ``num_workers``: DataLoader worker processes that open, decode and collate the images and
+    prompts of the next batches while the model runs (prefetching ``2 x num_workers`` batches);
+    0 does it in the exporting process, between forwards. ``barrier_timeout_s``: under several
+    ranks (``torch.distributed.run``), how long a rank that has finished its shards waits at a
+    barrier for the slowest one.
+    """
 
     routing: Literal["adaptive", "never", "always"] = "adaptive"
     max_new_tokens: int = Field(192, ge=0)  # M-BEIR-mini chains are 80-140 tokens
@@ -276,14 +302,24 @@ class ExportParams(Section):
     shard_size: int = 4096
     union_pool: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = Field(0, ge=0)
+    barrier_timeout_s: float = Field(86400.0, gt=0.0)
 
 
 class IndexParams(Section):
-    """Vector index backend."""
+    """Vector index backend.
+
+    Index types per pool kind: ``local_index_type`` for the 16 local pools, which the M-BEIR
+    protocol scores by exhaustive search (UniIR: faiss ``IDMap,Flat``), so ``FLAT`` unless you
+    opt in to an approximate index; ``index_type`` for the union pool and for serving, where
+    HNSW/IVF_FLAT make 5.6 M candidates searchable. ``evaluate`` records the index type and
+    its search parameters next to every number and marks numbers from approximate indexes.
+    """
 
     backend: Literal["milvus", "numpy"] = "milvus"
     uri: str | None = None
-    index_type: Literal["FLAT", "HNSW", "IVF_FLAT"] = "FLAT"
+    index_type: Literal["FLAT", "HNSW", "IVF_FLAT"] = "FLAT"  # union pool and serving
+    local_index_type: Literal["FLAT", "HNSW", "IVF_FLAT"] = "FLAT"  # the 16 local pools (protocol: FLAT)
     metric: Literal["IP", "COSINE"] = "IP"
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
@@ -322,6 +358,7 @@ class Params(Section):
     base: BaseParams = BaseParams()
     paths: PathsParams = PathsParams()
     download: DownloadParams = DownloadParams()
+    data: DataParams = DataParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
     cot_generate: CotGenerateParams = CotGenerateParams()
     cot_curate: CotCurateParams = CotCurateParams()
@@ -335,6 +372,22 @@ class Params(Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
 
+    @model_validator(mode="after")
+    def _teacher_can_reach_the_length_bounds(self) -> Params:
+        """A chain at the filter's upper length bounds must fit in the teacher's ``max_new_tokens``.
+
+        Otherwise the bounds are never reached: a long chain is cut before ``</answer>`` and
+        dropped as ``format`` instead of being judged by ``length``.
+        """
+        teacher, cur = self.cot_generate.teacher, self.cot_curate
+        need = cur.reasoning_max_tokens + cur.answer_max_tokens + CHAIN_FORMAT_TOKENS
+        if teacher.kind != "oracle" and teacher.max_new_tokens < need:
+            raise ValueError(
+                f"cot_generate.teacher.max_new_tokens ({teacher.max_new_tokens}) must be at least "
+                f"cot_curate.reasoning_max_tokens + answer_max_tokens + {CHAIN_FORMAT_TOKENS} tag tokens ({need})"
+            )
+        return self
+
 
 class ParamsError(ValueError):
     """A params file that cannot be parsed; the message names the file and the key."""
@@ -343,7 +396,7 @@ class ParamsError(ValueError):
 def _describe(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]).replace("validate_", "validate")
+        key = ".".join(str(p) for p in e["loc"]).replace("validate_", "validate") or "<top level>"
         if e["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key '{key}' (not a TRACE parameter)")
         else:

@@ -35,10 +35,18 @@ COMMON_CODE: tuple[str, ...] = ("trace_core/config.py", "trace_core/io.py", "tra
 #: the real M-BEIR parser and its record types.
 PARSER_CODE: tuple[str, ...] = ("trace_core/data/mbeir.py", "trace_core/types.py")
 #: the parser plus the data helpers (instructions, dataset rows) the model stages read data with.
-DATA_CODE: tuple[str, ...] = (*PARSER_CODE, "trace_core/data/dataset.py", "trace_core/data/instructions.py")
+DATA_CODE: tuple[str, ...] = (
+    *PARSER_CODE,
+    "trace_core/data/dataset.py",
+    "trace_core/data/instructions.py",
+    "trace_core/data/normalize.py",
+)
 MODEL_CODE: tuple[str, ...] = ("trace_core/model",)
-COT_CODE: tuple[str, ...] = ("trace_core/cot",)
+COT_CODE: tuple[str, ...] = ("trace_core/cot", "trace_core/data/mini/scene.py")  # the oracle reads mini payloads
 EXPORT_CODE: tuple[str, ...] = (
+    "trace_core/ranks.py",
+    "trace_core/indexing/commit.py",
+    "trace_core/indexing/distribute.py",
     "trace_core/indexing/export.py",
     "trace_core/indexing/shards.py",
     "trace_core/indexing/union.py",
@@ -112,8 +120,9 @@ STAGES: dict[str, Stage] = {
             validate_run,
             "data",
             params=("validate",),
-            code=(*COMMON_CODE, *PARSER_CODE, "trace_core/data/instructions.py", "trace_core/data/validate"),
-            outs=("${paths.reports_dir}/validation",),
+            code=(*COMMON_CODE, *PARSER_CODE, "trace_core/data/instructions.py", "trace_core/data/normalize.py")
+            + ("trace_core/data/validate",),
+            outs=("${paths.reports_dir}/validation/summary.json",),  # Data Docs: a view, not an output
             metrics="validation",
             artifacts=_validate_artifacts,
         ),
@@ -121,7 +130,7 @@ STAGES: dict[str, Stage] = {
             "cot_generate",
             cot_generate_run,
             "cot",
-            params=("base.seed", "cot_generate"),
+            params=("base.seed", "data", "cot_generate"),
             code=(*COMMON_CODE, *DATA_CODE, *COT_CODE),
             outs=("${paths.cot_dir}/raw",),
             io_bound=True,
@@ -145,7 +154,7 @@ STAGES: dict[str, Stage] = {
             "cot_build",
             cot_build_run,
             "cot",
-            params=("base.seed", "cot_build"),
+            params=("base.seed", "data", "cot_build"),
             code=(*COMMON_CODE, *DATA_CODE, *COT_CODE),
             outs=("${paths.cot_dir}/mbeir_cot_train.jsonl",),
             metrics="cot_build",
@@ -154,8 +163,9 @@ STAGES: dict[str, Stage] = {
             "train",
             train_run,
             "train",
-            params=("base.seed", "model", "train"),
-            code=(*COMMON_CODE, *DATA_CODE, *MODEL_CODE, "trace_core/plots.py", "trace_core/training"),
+            params=("base.seed", "data", "model", "train"),
+            code=(*COMMON_CODE, *DATA_CODE, *MODEL_CODE, "trace_core/plots.py", "trace_core/ranks.py")
+            + ("trace_core/training",),
             outs=("${paths.model_dir}", "${paths.reports_dir}/train/curve.png"),
             metrics="train",
         ),
@@ -163,7 +173,7 @@ STAGES: dict[str, Stage] = {
             "export",
             export_run,
             "index",
-            params=("base.seed", "model.max_length", "export"),
+            params=("base.seed", "data.normalize_text", "model.max_length", "export"),
             code=(*COMMON_CODE, *DATA_CODE, *MODEL_CODE, *EXPORT_CODE),
             outs=("${paths.embeddings_dir}",),
             artifacts=_export_artifacts,
@@ -174,7 +184,7 @@ STAGES: dict[str, Stage] = {
             "index",
             params=("index",),
             code=(*COMMON_CODE, "trace_core/indexing"),
-            outs=("${paths.index_dir}",),
+            outs=("${paths.index_dir}/manifest.json",),  # the Milvus Lite file is service state, like a server's
             artifacts=_index_artifacts,
             io_bound=True,
         ),
@@ -183,8 +193,8 @@ STAGES: dict[str, Stage] = {
             evaluate_run,
             "evaluate",
             params=("base.seed", "index", "evaluate"),
-            code=(*COMMON_CODE, *PARSER_CODE, "trace_core/data/instructions.py", "trace_core/flatten.py")
-            + ("trace_core/indexing", "trace_core/plots.py", "trace_core/evaluation"),
+            code=(*COMMON_CODE, *PARSER_CODE, "trace_core/data/instructions.py", "trace_core/data/normalize.py")
+            + ("trace_core/flatten.py", "trace_core/indexing", "trace_core/plots.py", "trace_core/evaluation"),
             outs=(
                 "${paths.reports_dir}/mbeir.md",
                 "${paths.reports_dir}/runs",

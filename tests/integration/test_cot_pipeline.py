@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from trace_core.cli import app
 from trace_core.config import CotBuildParams, CotCurateParams, CotGenerateParams, MiniParams, Params, RoutingParams
 from trace_core.cot import build, curate, generate
-from trace_core.cot.prompts import TeacherRequest
-from trace_core.cot.teacher import OracleTeacher, TeacherResult
+from trace_core.cot.prompts import TeacherRequest, TeacherResult
+from trace_core.cot.teacher import OracleTeacher
 from trace_core.data.dataset import EMB_TOKEN, candidate_item, load_train_samples, query_item
 from trace_core.data.instructions import parse_instructions
 from trace_core.data.mbeir import global_pool_file, instructions_file, load_pool, load_queries, union_train_file
@@ -91,10 +91,10 @@ def check_rows(samples, data_root: Path, paths: Paths) -> None:
         kept[row["qid"]] = row
     for s in samples:
         q = queries[s.qid]
-        item, instruction = query_item(q, instr, 42)
+        item, instruction = query_item(q, instr, 42, "uniir")
         assert s.query == item and s.instruction == instruction
         first = next(d for d in q.pos_cand_list if d in pool)
-        assert s.positive == candidate_item(pool[first], q.task_id)
+        assert s.positive == candidate_item(pool[first], q.task_id, "uniir")
         if s.z == 0:
             assert s.target == EMB_TOKEN
         else:

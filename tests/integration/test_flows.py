@@ -11,8 +11,6 @@ from _trace_project import make_project, run
 
 from flows.dvc import dvc_command, format_override
 
-prefect = pytest.importorskip("prefect")
-
 
 @pytest.fixture(scope="module")
 def harness() -> Iterator[None]:
@@ -29,6 +27,15 @@ def _artifacts(keys: list[str]) -> dict[str, object]:
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
     return {a.key: a.data for a in found}
+
+
+def _logs(flow_run_id: object) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return [log.message for log in logs]
 
 
 def _pipeline_runs(project: Path) -> list:
@@ -89,6 +96,11 @@ def test_data_phase_runs_dvc_and_publishes(harness: None, tmp_path: Path) -> Non
     assert f"[pipeline run {parent}](http://127.0.0.1:5000/#/experiments/" in links
     assert links.index("[download]") < links.index("[validate]")
     assert "success" in str(arts["trace-metrics-validate"])
+    # stage lines land on the top-level run, which `prefect deployment run --watch` streams
+    top = _logs(state.state_details.flow_run_id)
+    for line in ("stage download: started", "stage download: finished", "stage validate: finished"):
+        assert any(line in m for m in top), (line, top)
+    assert any(m.startswith("validate | ") and "validation passed" in m for m in top), top
 
     # Nothing is stale: DVC skips both stages, and the empty MLflow parent is removed; the
     # links point at the live run that made the current outputs, not at the deleted one.

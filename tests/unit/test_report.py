@@ -23,13 +23,12 @@ def _metrics(n_tasks: int = 16) -> dict[str, Any]:
     table["n_tasks"] = len(tasks)
     per_task = {t.stem: {f"R@{t.reported_k}": table[t.stem], "R@1": 0.0, "chance": 0.05} for t in tasks}
     routing = {
-        t.stem: {"direct_rate": 0.5, "reasoned_rate": 0.25, "forced_rate": 0.25, "qps": 10.0, "mean_new_tokens": 3.0}
+        t.stem: {"direct_rate": 0.5, "reasoned_rate": 0.25, "forced_rate": 0.25, "mean_new_tokens": 3.0}
         for t in tasks
     }
     return {
         "local": {"table": table, "tasks": per_task},
         "routing": routing,
-        "query_qps": 12.5,
         "model_id": "m",
         "index": {"backend": "numpy", "index_type": "FLAT"},
     }
@@ -44,10 +43,10 @@ def test_metric_slugs_are_the_table_columns_and_valid_mlflow_names() -> None:
 
 def test_headline_metrics_in_percent_with_the_average_first() -> None:
     metrics = _metrics()
-    head = headline_metrics(metrics)
+    head = headline_metrics(metrics, {"query_qps": 12.5, "search_qps": None})
     assert head["mbeir/local/avg"] == pytest.approx(100 * metrics["local"]["table"]["average"])
     assert head["mbeir/local/tasks/03_qt-ci_Fashion200K"] == pytest.approx(15.0)
-    assert head["mbeir/query_qps"] == 12.5
+    assert head["mbeir/query_qps"] == 12.5 and "mbeir/search_qps" not in head
     local = sorted(k for k in head if k.startswith("mbeir/local/"))
     assert local[0] == "mbeir/local/avg" and len(local) == 17  # MLflow sorts names: the average leads
     assert all(MLFLOW_NAME.match(k) for k in head)
@@ -57,7 +56,7 @@ def test_plot_rows_use_table_labels_and_percent() -> None:
     per_task, routing = plot_rows(_metrics())
     assert per_task[0] == [TEST_TASKS[0].label, "local", "R@5", 5.0, 5.0]
     assert per_task[2][2] == "R@10"  # Fashion200K reports R@10
-    assert routing[0] == [TEST_TASKS[0].label, 50.0, 25.0, 25.0, 10.0]
+    assert routing[0] == [TEST_TASKS[0].label, 50.0, 25.0, 25.0]
 
 
 def test_write_reports_files_are_0644(tmp_path: Path) -> None:

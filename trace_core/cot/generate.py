@@ -1,8 +1,10 @@
 """Stage ``cot_generate``: route training queries and let the teacher write chains.
 
-Output (``paths.cot_raw_dir``): ``shard-NNNNN.jsonl`` holding one row per training query
-(in the order of the union training file, ``max_queries`` first), each followed by
-``shard-NNNNN.manifest.json`` once complete, and ``manifest.json`` (totals) written last.
+Output (``paths.cot_raw_dir``): ``shard-NNNNN.jsonl`` holding one row per *distinct* training
+query (``data.train_file``; first occurrences in file order, ``max_queries`` first), each
+followed by ``shard-NNNNN.manifest.json`` once complete, and ``manifest.json`` (totals) written
+last. UniIR's upsampled union file repeats whole records; each distinct query goes to the
+teacher once and ``cot_build`` expands the chains back to every occurrence.
 
 Resumable: a shard counts as done iff its manifest exists and matches the current
 parameters, its query ids and its file hash; a rerun skips done shards and regenerates the
@@ -25,11 +27,19 @@ from tqdm import tqdm
 
 from trace_core.config import CotGenerateParams, Params, dump_params
 from trace_core.cot import prompts
+from trace_core.cot.prompts import TeacherResult
 from trace_core.cot.routing import RouteDecision, decide, needs_assessor, parse_overrides
-from trace_core.cot.teacher import Teacher, TeacherResult, make_teacher, safe_generate
+from trace_core.cot.teacher import Teacher, make_teacher, safe_generate
 from trace_core.data.dataset import query_item
 from trace_core.data.instructions import Instructions, parse_instructions
-from trace_core.data.mbeir import global_pool_file, instructions_file, iter_candidates, load_queries, union_train_file
+from trace_core.data.mbeir import (
+    distinct_queries,
+    global_pool_file,
+    instructions_file,
+    iter_candidates,
+    load_train_queries,
+)
+from trace_core.data.normalize import TextNorm
 from trace_core.io import read_json, sha256_file, write_json, write_jsonl
 from trace_core.paths import Paths
 from trace_core.types import CandidateRecord, QueryRecord
@@ -48,6 +58,7 @@ class QueryContext:
     text: str | None  # instructed query text
     target_did: str | None
     target_txt: str | None
+    target_img_path: str | None  # relative to the data root; the verifier sees it when the target has no text
     source_txt: str | None
 
 
@@ -73,24 +84,34 @@ def source_caption(q: QueryRecord) -> str | None:
     return str(m["source_caption"]) if m.get("kind") == "edit" and m.get("source_caption") else None
 
 
-def pool_texts(pool: Path, wanted: set[str]) -> dict[str, str | None]:
-    """Stream the pool once; keep the text of the wanted dids."""
-    out: dict[str, str | None] = {}
-    for c in iter_candidates(pool):
-        if c.did in wanted:
-            out[c.did] = candidate_text(c)
-    return out
+def pool_targets(pool: Path, wanted: set[str]) -> dict[str, CandidateRecord]:
+    """Stream the pool once; keep the wanted candidates."""
+    return {c.did: c for c in iter_candidates(pool) if c.did in wanted}
 
 
 def build_contexts(
-    queries: Sequence[QueryRecord], instr: Instructions, seed: int, texts: dict[str, str | None]
+    queries: Sequence[QueryRecord],
+    instr: Instructions,
+    seed: int,
+    targets: dict[str, CandidateRecord],
+    mode: TextNorm,
 ) -> list[QueryContext]:
     """Contexts of the queries; the target is the first positive present in the pool."""
     out = []
     for q in queries:
-        item, instruction = query_item(q, instr, seed)
-        did = next((d for d in q.pos_cand_list if d in texts), None)
-        out.append(QueryContext(q, instruction, item.text, did, texts.get(did) if did else None, source_caption(q)))
+        item, instruction = query_item(q, instr, seed, mode)
+        target = next((targets[d] for d in q.pos_cand_list if d in targets), None)
+        out.append(
+            QueryContext(
+                q,
+                instruction,
+                item.text,
+                target.did if target else None,
+                candidate_text(target) if target else None,
+                target.img_path if target else None,
+                source_caption(q),
+            )
+        )
     return out
 
 
@@ -132,7 +153,8 @@ def make_row(
         "assessor_raw": route.assessor_raw, "assessor_error": route.assessor_error,
         "instruction": ctx.instruction, "query_txt": ctx.text, "query_img_path": q.query_img_path,
         "query_src_content": q.query_src_content,
-        "target_did": ctx.target_did, "target_txt": ctx.target_txt, "source_txt": ctx.source_txt,
+        "target_did": ctx.target_did, "target_txt": ctx.target_txt, "target_img_path": ctx.target_img_path,
+        "source_txt": ctx.source_txt,
         "teacher": teacher if result is not None else None, "status": status,
         "raw": None if result is None else result.text, "error": None if result is None else result.error,
     }  # fmt: skip
@@ -306,9 +328,14 @@ def run(
 ) -> dict[str, int]:
     """Stage entry point (``teacher``/``assessor`` factories may be injected, e.g. by tests)."""
     cfg, root = params.cot_generate, paths.data_root
-    queries = load_queries(union_train_file(root))[: cfg.max_queries]
-    texts = pool_texts(global_pool_file(root, "train"), {d for q in may_reason(queries, cfg) for d in q.pos_cand_list})
-    ctxs = build_contexts(queries, parse_instructions(instructions_file(root)), params.base.seed, texts)
+    occurrences = load_train_queries(root, params.data.train_file)
+    queries = distinct_queries(occurrences)[: cfg.max_queries]  # the teacher sees each query once
+    log.info("training queries: %d records, %d distinct (%s)", len(occurrences), len(queries), params.data.train_file)
+    targets = pool_targets(
+        global_pool_file(root, "train"), {d for q in may_reason(queries, cfg) for d in q.pos_cand_list}
+    )
+    instr = parse_instructions(instructions_file(root))
+    ctxs = build_contexts(queries, instr, params.base.seed, targets, params.data.normalize_text)
     teacher = teacher or (lambda: make_teacher(cfg.teacher, params.base.seed))
     assessor = assessor or (lambda: make_teacher(cfg.routing.assessor or cfg.teacher, params.base.seed))
     n_shards = (len(ctxs) + cfg.shard_size - 1) // cfg.shard_size
@@ -321,7 +348,8 @@ def run(
         total = generate_shards(gen, ctxs, raw, fingerprint(params), cfg.shard_size)
     finally:
         gen.close()
-    summary = {k: v for k, v in total.items() if k != "shards_skipped"}  # the same however often resumed
+    summary: dict[str, Any] = {k: v for k, v in total.items() if k != "shards_skipped"}  # same however resumed
+    summary.update(train_file=params.data.train_file, training_records=len(occurrences))
     write_json(raw / "manifest.json", {**summary, "fingerprint": fingerprint(params)})
     log.info("cot-generate: %s", total)
     return total

@@ -44,9 +44,9 @@ def image_data_url(path: str) -> str:
 
 def build_payload(r: TeacherRequest, cfg: TeacherParams) -> dict[str, Any]:
     """The chat-completions JSON body of one request."""
-    content: list[dict[str, Any]] = []
-    if r.image is not None:
-        content.append({"type": "image_url", "image_url": {"url": image_data_url(r.image)}})
+    content: list[dict[str, Any]] = [
+        {"type": "image_url", "image_url": {"url": image_data_url(path)}} for path in r.images
+    ]  # query image, then the target image of a verify request
     content.append({"type": "text", "text": r.user})
     return {
         "model": cfg.model,

@@ -6,22 +6,22 @@ from pathlib import Path
 from typing import Any
 
 from trace_core.data.instructions import Instructions, instructed_text
+from trace_core.data.normalize import TextNorm, normalize
 from trace_core.io import DataError, iter_jsonl
 from trace_core.types import CandidateRecord, EncodeItem, QueryRecord, TrainSample
 
 EMB_TOKEN = "<|emb|>"
 
 
-def query_item(q: QueryRecord, instructions: Instructions, seed: int) -> tuple[EncodeItem, str]:
-    """Model input of a query (instruction-prefixed text) and the instruction chosen."""
-    instruction, text = instructed_text(q, instructions, seed)
-    has_text = q.query_txt is not None or bool(instruction)
-    return EncodeItem(q.qid, q.task_id, text if has_text else None, q.query_img_path), instruction
+def query_item(q: QueryRecord, instructions: Instructions, seed: int, mode: TextNorm) -> tuple[EncodeItem, str]:
+    """Model input of a query (instruction-prefixed, normalised text) and the instruction chosen."""
+    instruction, text = instructed_text(q, instructions, seed, mode)
+    return EncodeItem(q.qid, q.task_id, text or None, q.query_img_path), instruction
 
 
-def candidate_item(c: CandidateRecord, task_id: int) -> EncodeItem:
-    """Model input of a candidate (no instruction)."""
-    return EncodeItem(c.did, task_id, c.txt, c.img_path)
+def candidate_item(c: CandidateRecord, task_id: int, mode: TextNorm) -> EncodeItem:
+    """Model input of a candidate: no instruction, text normalised as ``mode`` says."""
+    return EncodeItem(c.did, task_id, normalize(c.txt, mode), c.img_path)
 
 
 def item_to_dict(item: EncodeItem) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
-from trace_core.data.instructions import Instructions, instructed_text, parse_instructions
+from trace_core.data.instructions import Instructions, choose_index, parse_instructions
 from trace_core.data.mbeir import (
     TestTask,
     instructions_file,
@@ -215,7 +215,7 @@ def task_queries(
     cards = []
     for qid in chosen:
         q, pos = queries[qid], positives.get(qid, frozenset())
-        instruction = instructed_text(q, instructions, seed)[0] if instructions else ""
+        instruction = chosen_instruction(q, instructions, seed)
         row = routing.get(qid, {})
         hit_list = []
         for e in hits[qid]:
@@ -226,6 +226,12 @@ def task_queries(
         route, chain = row.get("route", "?"), row.get("chain", "")
         cards.append(GalleryQuery(qid, q.query_txt, qimg, instruction, route, chain, tuple(hit_list), len(pos)))
     return cards
+
+
+def chosen_instruction(q: QueryRecord, instructions: Instructions | None, seed: int) -> str:
+    """The instruction export prefixed the query with (same deterministic choice), or ""."""
+    options = instructions.for_query(q) if instructions else ()
+    return options[choose_index(q.qid, len(options), seed)] if options else ""
 
 
 def read_routing(path: Path) -> dict[str, dict[str, dict[str, str]]]:

@@ -21,23 +21,57 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
+APPROX = "†"
+
+
 def table_markdown(metrics: dict[str, Any], scopes: list[str]) -> str:
-    """The 16-column table (one row per scope) with the average column."""
+    """The 16-column table (one row per scope) with the average column.
+
+    A number that came from an approximate index is marked with ``†`` (and so is an average
+    over any such number); :func:`index_notes` says which index and settings.
+    """
     head = [t.label for t in TEST_TASKS] + ["average"]
     lines = ["| pool | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for scope in scopes:
         table = metrics[scope]["table"]
-        cells = [_pct(table.get(t.stem)) for t in TEST_TASKS] + [_pct(table["average"])]
+        approx = set(metrics[scope].get("approximate", []))
+        cells = [_pct(table.get(t.stem)) + (APPROX if t.stem in approx else "") for t in TEST_TASKS]
+        cells.append(_pct(table["average"]) + (APPROX if approx else ""))
         lines.append(f"| {scope} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _spec_text(spec: dict[str, Any]) -> str:
+    settings = ", ".join(f"{k}={v}" for k, v in spec.items() if k not in ("backend", "index_type", "exact"))
+    return f"{spec.get('backend')} {spec.get('index_type')}" + (f" ({settings})" if settings else "")
+
+
+def index_notes(metrics: dict[str, Any], scopes: list[str]) -> str:
+    """One line per scope: the index its numbers came from, exact or approximate."""
+    lines = []
+    for scope in scopes:
+        specs = metrics[scope].get("index", {})
+        kinds = sorted({_spec_text(spec) for spec in specs.values()})
+        approx = metrics[scope].get("approximate", [])
+        exactness = (
+            f"{APPROX} approximate search on {len(approx)} of {len(specs)} tasks (not the exhaustive search of the "
+            "M-BEIR protocol)"
+            if approx
+            else "exact search (the protocol's exhaustive search)"
+        )
+        lines.append(f"- {scope}: {'; '.join(kinds) or 'unknown index'}: {exactness}.")
+    return "\n".join(lines)
+
+
 def task_markdown(metrics: dict[str, Any], scopes: list[str]) -> str:
-    """Per-task recalls, chance level (random ranking of the local pool), routing rates and query QPS."""
+    """Per-task recalls, chance level (random ranking of the local pool), routing rates and generated tokens.
+
+    Throughput is in ``metrics/timings/``.
+    """
     head = (
         "| # | task | metric | "
         + " | ".join(scopes)
-        + " | chance local | R@1 local | direct | reasoned | forced | tokens/query | QPS |"
+        + " | chance local | R@1 local | direct | reasoned | forced | tokens/query |"
     )
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for t in TEST_TASKS:
@@ -49,7 +83,7 @@ def task_markdown(metrics: dict[str, Any], scopes: list[str]) -> str:
         routes = " | ".join(f"{100 * r[f'{x}_rate']:.0f}%" for x in ROUTES)
         r1 = _pct(metrics["local"]["tasks"][t.stem].get("R@1"))
         chance = _pct(metrics["local"]["tasks"][t.stem].get("chance"))
-        tail = f"{r['mean_new_tokens']:.1f} | {r['qps']:.1f}"
+        tail = f"{r['mean_new_tokens']:.1f}"
         lines.append(f"| {t.column} | {t.label} | {metric} | {vals} | {chance} | {r1} | {routes} | {tail} |")
     return "\n".join(lines)
 
@@ -65,10 +99,11 @@ def markdown(metrics: dict[str, Any]) -> str:
     )
     return (
         f"# M-BEIR results (model {metrics.get('model_id')})\n\n"
-        f"R@5 (R@10 for Fashion200K and FashionIQ), in %; UniIR hit semantics; index "
-        f"{metrics['index']['backend']} {metrics['index']['index_type']}.{note}\n\n"
-        f"{table_markdown(metrics, scopes)}\n\n## Per task\n\n{task_markdown(metrics, scopes)}\n\n"
-        f"Query encoding: {metrics['query_qps']:.2f} queries/s overall.\n"
+        f"R@5 (R@10 for Fashion200K and FashionIQ), in %; UniIR hit semantics.{note}\n\n"
+        f"{table_markdown(metrics, scopes)}\n\nIndexes:\n{index_notes(metrics, scopes)}\n\n"
+        f"## Per task\n\n{task_markdown(metrics, scopes)}\n\n"
+        "Throughput (query-encoding and search QPS) is run-specific, so it is kept out of this report: "
+        "`metrics/timings/evaluate.json` and the MLflow run.\n"
     )
 
 
@@ -88,7 +123,7 @@ def metric_slug(task: TestTask) -> str:
     return f"{task.column:02d}_{mods}_{task.dataset}"
 
 
-def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+def headline_metrics(metrics: dict[str, Any], timings: dict[str, Any] | None = None) -> dict[str, float]:
     """The table in % as MLflow metrics: ``mbeir/<scope>/avg`` and ``mbeir/<scope>/tasks/<NN_task>``.
 
     The columns sit under ``tasks/`` so that MLflow, which sorts metric names, lists the average
@@ -102,8 +137,9 @@ def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
         for t in TEST_TASKS:
             if table.get(t.stem) is not None:
                 out[f"mbeir/{scope}/tasks/{metric_slug(t)}"] = round(100 * table[t.stem], 4)
-    if metrics.get("query_qps"):
-        out["mbeir/query_qps"] = round(float(metrics["query_qps"]), 4)
+    for key in ("query_qps", "search_qps"):
+        if (timings or {}).get(key):
+            out[f"mbeir/{key}"] = round(float((timings or {})[key]), 4)
     return out
 
 
@@ -120,7 +156,7 @@ def plot_rows(metrics: dict[str, Any]) -> tuple[list[list[Any]], list[list[Any]]
             pct = None if chance is None else round(100 * chance, 4)
             per_task.append([t.label, s, reported_metric(t), round(100 * metrics[s]["table"][t.stem], 4), pct])
         r = metrics["routing"][t.stem]
-        routing.append([t.label, *(round(100 * r[f"{x}_rate"], 4) for x in ROUTES), round(r["qps"], 3)])
+        routing.append([t.label, *(round(100 * r[f"{x}_rate"], 4) for x in ROUTES)])
     return per_task, routing
 
 
@@ -162,18 +198,20 @@ def write_reports(metrics: dict[str, Any], reports_dir: Path) -> list[Path]:
     write_text(reports_dir / "mbeir.md", markdown(metrics))
     per_task, routing = plot_rows(metrics)
     _write_csv(plots / "per_task.csv", ["task", "pool", "metric", "recall_pct", "chance_pct"], per_task)
-    _write_csv(plots / "routing.csv", ["task", *(f"{r}_pct" for r in ROUTES), "qps"], routing)
+    _write_csv(plots / "routing.csv", ["task", *(f"{r}_pct" for r in ROUTES)], routing)
     pngs = write_plots(per_task, routing, plots) if routing else []
     return [reports_dir / "mbeir.md", plots / "per_task.csv", plots / "routing.csv", *pngs]
 
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """Numeric metrics flattened for MLflow (``local.table.average``, ``routing.<task>.direct_rate``...)."""
-    return numeric_leaves({k: v for k, v in metrics.items() if k in ("local", "union", "routing", "query_qps")})
+    return numeric_leaves({k: v for k, v in metrics.items() if k in ("local", "union", "routing")})
 
 
-def log_to_tracking(params: Params, metrics: dict[str, Any], files: list[Path]) -> None:
-    """Log headline metrics, report, plots and run files to the active ``evaluate`` run; promote the model.
+def log_to_tracking(
+    params: Params, metrics: dict[str, Any], files: list[Path], timings: dict[str, Any] | None = None
+) -> None:
+    """Log headline metrics, timings, report, plots and run files to the active ``evaluate`` run; promote.
 
     The headline metrics (table in %, see :func:`headline_metrics`) also go to the pipeline's
     parent run; the full ``metrics/mbeir.json`` is logged by the caller's ``track_stage``.
@@ -187,7 +225,8 @@ def log_to_tracking(params: Params, metrics: dict[str, Any], files: list[Path]) 
 
     model_run = tracking.find_model_run(params)
     tracking.set_tags({"trace.model_run_id": model_run or "", "trace.model_id": metrics.get("model_id") or ""})
-    tracking.log_headline(headline_metrics(metrics))  # this run and the pipeline's parent run
+    tracking.log_headline(headline_metrics(metrics, timings))  # this run and the pipeline's parent run
+    tracking.log_metrics(numeric_leaves({"timings": timings or {}}))
     for path in files:
         tracking.log_artifact(path, "evaluation")
     tracking.promote_model(params, metrics.get("model_id"), metrics["local"]["table"].get("average"))

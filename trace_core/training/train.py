@@ -27,6 +27,7 @@ from trace_core.data.dataset import EMB_TOKEN, load_train_samples
 from trace_core.io import sha256_file, write_json, write_text
 from trace_core.paths import Paths
 from trace_core.plots import training_curve
+from trace_core.ranks import is_main_process
 
 log = logging.getLogger(__name__)
 STAGE = "train"
@@ -81,12 +82,14 @@ def load_samples(params: Params, paths: Paths) -> tuple[list[Any], str]:
     """The training samples and a hash of their source file."""
     if paths.cot_train.exists():
         return load_train_samples(paths.cot_train), sha256_file(paths.cot_train)
-    from trace_core.data.mbeir import union_train_file
+    from trace_core.data.mbeir import train_query_files
     from trace_core.training.data import derive_z0_samples
 
     log.warning("%s missing: training on a z=0 (<|emb|>-only) file derived from the train split", paths.cot_train)
-    src = union_train_file(paths.data_root)
-    return derive_z0_samples(paths.data_root, params.base.seed, params.train.hard_negatives), sha256_file(src)
+    d, seed = params.data, params.base.seed
+    samples = derive_z0_samples(paths.data_root, seed, params.train.hard_negatives, d.train_file, d.normalize_text)
+    src = "".join(sha256_file(f) for f in train_query_files(paths.data_root, d.train_file))
+    return samples, hashlib.sha256(src.encode()).hexdigest()
 
 
 def train_summary(trainer: Any, val_cb: Any, metrics_cb: Any, wall: float, n_train: int, n_val: int) -> dict[str, Any]:
@@ -168,7 +171,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
         summary = train_summary(parts.trainer, parts.val_cb, parts.metrics_cb, wall, parts.n_train, parts.n_val)
         summary.update(parts.counts)
         save_trained(parts, params, paths.model_dir)
-        if parts.trainer.args.process_index == 0:
+        if is_main_process():
             curve = paths.reports_dir / STAGE / "curve.csv"
             text = curve_csv(parts.metrics_cb.history, parts.val_cb.history, parts.val_cb.k)
             write_text(curve, text)

@@ -10,6 +10,7 @@ Expectations suites in :mod:`trace_core.data.validate` check.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from trace_core.data.mbeir import (
     TASKS,
     TEST_TASKS,
     TEST_TASKS_BY_STEM,
+    allows_repeats,
     check_fields,
     global_pool_file,
     instructions_file,
@@ -111,8 +113,14 @@ def iter_objects(
             yield lineno, obj
 
 
+def record_key(obj: dict[str, Any]) -> str:
+    """A digest of a query record's M-BEIR fields (equal records, equal keys; key order ignored)."""
+    fields = {k: obj[k] for k in QUERY_FIELDS}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def read_queries(path: Path, issues: list[Issue]) -> list[dict[str, Any]]:
-    """Query rows of one file (only the columns the rules need)."""
+    """Query rows of one file (only the columns the rules need, plus a digest of the record)."""
     rows = []
     for lineno, o in iter_objects(path, QUERY_FIELDS, issues):
         pos = [d for d in o["pos_cand_list"] if isinstance(d, str)]
@@ -129,6 +137,7 @@ def read_queries(path: Path, issues: list[Issue]) -> list[dict[str, Any]]:
                 "query_modality": o["query_modality"],
                 "task_id": o["task_id"],
                 "positives": pos,
+                "record": record_key(o),
             }
         )
     return rows
@@ -207,12 +216,30 @@ def query_rules(
         (_dataset(qid), m, TASKS.get(t, ("?", "?"))[1]) in keys
         for qid, m, t in zip(out.qid, out.query_modality, out.task_id, strict=True)
     ]
+    out["qid_unique"], out["repeat_identical"] = repeat_columns(out)
     expected = {f: expected_task(Path(f), _QUERY_NAME) for f in out.file.unique()}
     out["task_matches_file"] = [
         expected[f] is None or expected[f] == (_dataset(qid), t)
         for f, qid, t in zip(out.file, out.qid, out.task_id, strict=True)
     ]
-    return out.drop(columns=["positives"])
+    return out.drop(columns=["positives", "record"])
+
+
+def repeat_columns(q: pd.DataFrame) -> tuple[list[bool], list[bool]]:
+    """``qid_unique`` and ``repeat_identical`` flags of query rows (every row of a bad qid is False).
+
+    A qid must occur once per file, except in UniIR's upsampled union train file
+    (:func:`~trace_core.data.mbeir.allows_repeats`), where it may repeat as the identical record.
+    """
+    if q.empty:
+        return [], []
+    per_key = q.groupby(["file", "qid"], sort=False)["record"]
+    count = per_key.transform("size")
+    variants = per_key.transform("nunique")
+    multiset = q.file.map(lambda f: allows_repeats(Path(f)))
+    unique = (multiset | (count == 1)).tolist()
+    identical = (~multiset | (variants == 1)).tolist()
+    return unique, identical
 
 
 def candidate_rules(c: pd.DataFrame) -> pd.DataFrame:
@@ -304,7 +331,7 @@ def found_tasks(root: Path) -> list[str]:
     return [t.stem for t in TEST_TASKS if query_file(root, "test", t.stem).exists()]
 
 
-QUERY_COLUMNS = ["file", "line", "qid", "has_txt", "img_path", "query_modality", "task_id", "positives"]
+QUERY_COLUMNS = ["file", "line", "qid", "has_txt", "img_path", "query_modality", "task_id", "positives", "record"]
 CANDIDATE_COLUMNS = ["file", "line", "did", "has_txt", "img_path", "modality"]
 QRELS_COLUMNS = ["file", "line", "qid", "did", "task_id"]
 

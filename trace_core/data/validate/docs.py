@@ -23,6 +23,8 @@ RATIONALE: dict[str, str] = {
     "an id without it cannot be attributed",
     "qid_unique_per_file": "run files and qrels are keyed by qid: a duplicate would merge two queries' "
     "rankings and double-count one of them in recall",
+    "qid_repeats_identical": "UniIR upsamples the union train file by repeating whole records; a repeated qid "
+    "whose content differs is two different queries under one id, and training would mix them",
     "query_modality_known": "the model builds its input from the declared modality; an unknown one has no encoding",
     "query_modality_matches_content": "a query that declares an image but has none (or the reverse) would be "
     "encoded from missing content",
