@@ -17,6 +17,10 @@ from trace_core.env import is_verbose
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 OUR_LOGGERS = ("trace_core", "flows")
+#: third-party warnings known to be harmless here, hidden unless verbose. MLflow warns that
+#: ``predict`` has no type hints (on purpose: it would read them as a schema) from inside its own
+#: ``simplefilter("once")``, which no ``warnings`` filter of ours can override.
+BENIGN_WARNINGS = (re.compile(r"Add type hints to the `predict` method"),)
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -38,7 +42,11 @@ class QuietFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Whether the record is shown."""
-        return self.verbose or record.levelno >= logging.WARNING or record.name.split(".")[0] in OUR_LOGGERS
+        if self.verbose:
+            return True
+        if record.name == "py.warnings" and any(p.search(record.getMessage()) for p in BENIGN_WARNINGS):
+            return False
+        return record.levelno >= logging.WARNING or record.name.split(".")[0] in OUR_LOGGERS
 
 
 class PlainFormatter(logging.Formatter):

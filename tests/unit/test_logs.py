@@ -23,6 +23,10 @@ def test_quiet_filter() -> None:
     assert not quiet.filter(_record("great_expectations._docs_decorators", logging.INFO))
     assert quiet.filter(_record("mlflow.store", logging.WARNING))
     assert verbose.filter(_record("great_expectations._docs_decorators", logging.INFO))
+    message = "x.py:1: UserWarning: \x1b[33mAdd type hints to the `predict` method"
+    benign = _record("py.warnings", logging.WARNING, message)
+    assert not quiet.filter(benign) and verbose.filter(benign)
+    assert quiet.filter(_record("py.warnings", logging.WARNING, "x.py:1: UserWarning: something new"))
 
 
 def test_escape_codes_stripped() -> None:

@@ -65,8 +65,9 @@ def check_pools(pools: dict[str, Path]) -> dict[str, dict[str, Any]]:
 
 def fill(index: VectorIndex, manifest_path: Path, expected: int) -> None:
     """Insert a pool's vectors shard by shard and check the final count."""
+    # one bar per pool, cleared when done (leave=False): a terminal keeps one line, not one per pool
     for _, vectors in tqdm(
-        iter_chunks(manifest_path), desc=f"index {manifest_path.parent.name}", unit="shard", disable=None
+        iter_chunks(manifest_path), desc=f"index {manifest_path.parent.name}", unit="shard", disable=None, leave=False
     ):
         index.add(vectors)
     if len(index) != expected:
