@@ -255,7 +255,8 @@ def write_task_gallery(params: Params, paths: Paths, tasks: list[TestTask], loca
         paths.data_root, tasks, entries, paths.embeddings_dir / "routing.jsonl", params.base.seed, n
     )
     note = (
-        f"{n} test queries per task (spread over the file), searched in the task's local pool; top 5 shown, "
+        f"{n} test queries per task (found and missed ones where both exist, spread over the file), searched in "
+        "the task's local pool; top 5 shown, "
         "positives (qrels) outlined in green. Route: direct = embedded at once, reasoned = the model wrote a "
         "chain before <|emb|>, forced = a chain was forced."
     )
