@@ -4,7 +4,10 @@ Flows orchestrate only. Each task runs ``dvc repro <stage>`` (or ``dvc exp run -
 overrides) in the project directory and streams its log lines to the Prefect logger; DVC
 is the only cache (``NO_CACHE``, no persisted results), retries only on I/O stages. The
 pipeline flow opens the MLflow parent run, passes it to every stage through
-``TRACE_PARENT_RUN_ID`` and publishes the DVC metrics and the MLflow run id as artifacts.
+``TRACE_PARENT_RUN_ID``, runs the phase subflows as a chain (each waits on the previous one's
+state, so the run graph shows the order) and publishes the DVC metrics as table artifacts and
+the MLflow runs as links. Stage start/finish lines and the stages' own INFO lines also go to
+the top-level flow run, which is what ``prefect deployment run ... --watch`` streams.
 """
 
 from __future__ import annotations

@@ -203,11 +203,6 @@ def write_reports(metrics: dict[str, Any], reports_dir: Path) -> list[Path]:
     return [reports_dir / "mbeir.md", plots / "per_task.csv", plots / "routing.csv", *pngs]
 
 
-def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """Numeric metrics flattened for MLflow (``local.table.average``, ``routing.<task>.direct_rate``...)."""
-    return numeric_leaves({k: v for k, v in metrics.items() if k in ("local", "union", "routing")})
-
-
 def log_to_tracking(
     params: Params, metrics: dict[str, Any], files: list[Path], timings: dict[str, Any] | None = None
 ) -> None:
