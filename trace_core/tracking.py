@@ -29,6 +29,7 @@ from mlflow.tracking import MlflowClient
 
 from trace_core.config import Params, dump_params
 from trace_core.paths import Paths
+from trace_core.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ def end_pipeline(params: Params, run_id: str, status: str = "FINISHED") -> bool:
 
 
 def _param_value(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    text = json.dumps(value) if isinstance(value, (list, dict)) else redact_url(str(value))
     return text[:6000]
 
 
