@@ -16,6 +16,7 @@ from typing import Any
 from trace_core.config import TeacherParams
 from trace_core.cot.prompts import TeacherRequest
 from trace_core.cot.teacher import TeacherResult
+from trace_core.data.files import IMAGE_ERRORS
 
 log = logging.getLogger(__name__)
 MODEL_CLASSES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
@@ -40,8 +41,8 @@ def load_images(requests: Sequence[TeacherRequest]) -> tuple[dict[str, Any], dic
         try:
             with Image.open(r.image) as im:
                 images[r.id] = im.convert("RGB")
-        except OSError as err:
-            failed[r.id] = TeacherResult(r.id, None, f"cannot read image: {err}")
+        except IMAGE_ERRORS as err:
+            failed[r.id] = TeacherResult(r.id, None, f"cannot read image {r.image} (record {r.id}): {err}")
     return images, failed
 
 

@@ -1,6 +1,7 @@
 """Teacher client for any OpenAI-compatible chat-completions server (vLLM, SGLang, ...).
 
-Images travel as base64 ``data:`` URLs. Requests run concurrently (at most
+Images are decoded first (a bad one is an error row naming it and its record), then travel as
+base64 ``data:`` URLs. Requests run concurrently (at most
 ``teacher.concurrency`` in flight, an asyncio semaphore); HTTP 429, 5xx, timeouts and
 connection errors are retried ``teacher.max_retries`` times with exponential backoff
 (``retry_base_delay_s * 2**attempt``, or the server's ``Retry-After`` when larger). Other
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -19,10 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from PIL import Image
 
 from trace_core.config import TeacherParams
 from trace_core.cot.prompts import TeacherRequest
 from trace_core.cot.teacher import TeacherResult
+from trace_core.data.files import IMAGE_ERRORS
+from trace_core.io import DataError
 
 log = logging.getLogger(__name__)
 MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".gif": "image/gif"}
@@ -36,18 +41,28 @@ class _Retryable(Exception):
         self.wait_s = wait_s
 
 
-def image_data_url(path: str) -> str:
-    """Read an image file into a ``data:<mime>;base64,...`` URL."""
+def image_data_url(path: str, record: str) -> str:
+    """Read an image file into a ``data:<mime>;base64,...`` URL once it decodes.
+
+    Raises:
+        DataError: naming the image and the request's record when it cannot be read or decoded.
+    """
     p = Path(path)
     mime = MIME.get(p.suffix.lower(), "application/octet-stream")
-    return f"data:{mime};base64,{base64.b64encode(p.read_bytes()).decode('ascii')}"
+    try:
+        data = p.read_bytes()
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()  # a truncated or corrupt image fails here, not at the server
+    except IMAGE_ERRORS as err:
+        raise DataError(p, f"record {record}", f"cannot read image ({err})") from None
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def build_payload(r: TeacherRequest, cfg: TeacherParams) -> dict[str, Any]:
     """The chat-completions JSON body of one request."""
     content: list[dict[str, Any]] = []
     if r.image is not None:
-        content.append({"type": "image_url", "image_url": {"url": image_data_url(r.image)}})
+        content.append({"type": "image_url", "image_url": {"url": image_data_url(r.image, r.id)}})
     content.append({"type": "text", "text": r.user})
     return {
         "model": cfg.model,
@@ -109,7 +124,7 @@ class OpenAITeacher:
     async def _one(self, client: httpx.AsyncClient, sem: asyncio.Semaphore, r: TeacherRequest) -> TeacherResult:
         try:
             payload = build_payload(r, self.cfg)
-        except OSError as err:
+        except DataError as err:
             return TeacherResult(r.id, None, f"cannot read image: {err}")
         reason = ""
         for attempt in range(self.cfg.max_retries + 1):

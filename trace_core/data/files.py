@@ -17,7 +17,12 @@ import functools
 import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from PIL import Image
+
 from trace_core.io import DataError
+
+#: what PIL raises for a file that is not a (complete) image
+IMAGE_ERRORS: tuple[type[Exception], ...] = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 class UnsafePathError(ValueError):
