@@ -7,7 +7,6 @@ body trickled one byte every 0.5 s); each misbehaviour is bounded in time and in
 from __future__ import annotations
 
 import base64
-import io
 import json
 import socket
 import subprocess
@@ -346,3 +345,19 @@ def test_images_outside_the_data_root_are_never_sent(server: tuple[str, State], 
     with pytest.raises(DataError, match=rf"{train}:line \d+ \(record {z1['qid']}\): query_img_path"):
         generate.run(params, paths)
     assert not any(leaked in u for u in state.images)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [(None, 0.0), ("", 0.0), ("7", 7.0), ("1.5", 1.5), ("-3", 0.0), ("nan", 0.0), ("soon", 0.0),
+     ("Wed, 02 Dec 2026 12:00:30 GMT", 30.0), ("Wed, 02 Dec 2026 11:00:00 GMT", 0.0)],
+)  # fmt: skip
+def test_retry_after_header_parsing_and_cap(header: str | None, seconds: float) -> None:
+    from datetime import datetime, timezone
+
+    from trace_core.cot.teacher_openai import retry_after_s, retry_wait
+
+    now = datetime(2026, 12, 2, 12, 0, 0, tzinfo=timezone.utc)
+    assert retry_after_s(header, now) == pytest.approx(seconds)
+    assert retry_wait(2, 0.5, 100000.0, 60.0) == 60.0  # a huge Retry-After waits the cap
+    assert retry_wait(2, 0.5, 1.0, 60.0) == 2.0  # backoff when larger than Retry-After

@@ -31,8 +31,8 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def setup(tmp: Path, data_root: Path, **sections) -> tuple[Params, Paths]:
-    params = Params(cot_generate=CotGenerateParams(shard_size=16), **sections)
+def setup(tmp: Path, data_root: Path, max_error_rate: float = 0.05, **sections) -> tuple[Params, Paths]:
+    params = Params(cot_generate=CotGenerateParams(shard_size=16, max_error_rate=max_error_rate), **sections)
     paths = Paths.from_params(params, tmp)
     paths = Paths(**{**paths.__dict__, "data_root": data_root})
     return params, paths
@@ -131,7 +131,7 @@ def test_teacher_errors_become_rows_and_drops(tmp_path: Path, data_root: Path) -
             return [TeacherResult(r.id, None, "refused") if r.id.endswith("3") else x
                     for r, x in zip(requests, super().generate(requests), strict=True)]  # fmt: skip
 
-    params, paths = setup(tmp_path, data_root, cot_build=CotBuildParams(dropped_policy="exclude"))
+    params, paths = setup(tmp_path, data_root, 1.0, cot_build=CotBuildParams(dropped_policy="exclude"))
     gen = generate.run(params, paths, teacher=lambda: Flaky(42, 40, 3))
     assert gen["error"] > MINI.train_per_task
     metrics = curate.run(params, paths)

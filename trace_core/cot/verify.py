@@ -15,6 +15,7 @@ from pathlib import Path
 from trace_core.cot import prompts
 from trace_core.cot.parse import Chain, Verdict, parse_verdict
 from trace_core.cot.teacher import Teacher, safe_generate
+from trace_core.data.files import open_record_file
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def verify_request(item: VerifyItem, data_root: Path) -> prompts.TeacherRequest:
     user = prompts.verifier_user_prompt(
         item.query_txt, item.task_id, item.chain.reasoning, item.chain.answer, item.target_txt
     )
-    image = str(data_root / item.query_img_path) if item.query_img_path else None
+    image = str(open_record_file(data_root, item.query_img_path, item.qid)) if item.query_img_path else None
     return prompts.TeacherRequest(
         item.qid, "verify", prompts.VERIFIER_SYSTEM, user, image, item.meta, item.chain.answer
     )
