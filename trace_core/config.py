@@ -209,6 +209,16 @@ class CotCurateParams(Section):
     tokenizer: str | None = None
     report_examples: int = Field(3, ge=0, description="examples per rule in the report; 0 = none")
 
+    @field_validator("extra_refusal_patterns")
+    @classmethod
+    def _patterns_compile(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"pattern {pattern!r} is not a regular expression ({err})") from None
+        return v
+
     @model_validator(mode="after")
     def _verifier_kind(self) -> CotCurateParams:
         if self.verifier in ("transformers", "openai") and self.verifier_teacher.kind != self.verifier:

@@ -82,6 +82,7 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("cot_curate.min_english_ratio", -0.1, "cot_curate.min_english_ratio"),
     ("cot_curate.keyword_min_chars", 0, "cot_curate.keyword_min_chars"),
     ("cot_curate.report_examples", -1, "cot_curate.report_examples"),
+    ("cot_curate.extra_refusal_patterns", ["(unclosed"], "cot_curate.extra_refusal_patterns"),
     ("model.family", "qwen3-vl", "model.family"),
     ("model.emb_token", "<emb>", "model.emb_token"),
     ("model.max_length", 0, "model.max_length"),
