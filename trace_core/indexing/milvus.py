@@ -44,8 +44,8 @@ def flock_holder(proc_locks: str, dev: int, inode: int) -> int | None:
     return None
 
 
-def lite_lock_owner(db: Path) -> str | None:
-    """Who holds Milvus Lite's lock on ``db``: ``"PID n"``, ``"another process"``, or None if free."""
+def lite_lock_owner(db: Path) -> int | None:
+    """PID holding Milvus Lite's lock on ``db`` (0 if it cannot be told), or None when free."""
     import fcntl
 
     lock = db / LITE_LOCK
@@ -60,10 +60,9 @@ def lite_lock_owner(db: Path) -> str | None:
     except OSError:
         st = os.fstat(fd)
         try:
-            pid = flock_holder(Path("/proc/locks").read_text(), st.st_dev, st.st_ino)
+            return flock_holder(Path("/proc/locks").read_text(), st.st_dev, st.st_ino) or 0
         except OSError:
-            pid = None
-        return f"PID {pid}" if pid else "another process"
+            return 0
     finally:
         os.close(fd)
 
@@ -79,7 +78,7 @@ def connect(uri: str, timeout_s: float) -> Any:
     from pymilvus.exceptions import MilvusException
 
     if uri.endswith(".db"):
-        _check_unlocked(uri)
+        _check_unlocked(uri, sure=False)
         # Milvus Lite serves gRPC in this process; pymilvus 3 probes AllocTimestamp, which it
         # does not implement, and grpc logs a harmless traceback for it on every insert.
         logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
@@ -90,18 +89,25 @@ def connect(uri: str, timeout_s: float) -> Any:
         client.list_collections()
     except (MilvusException, OSError, RuntimeError) as err:
         if uri.endswith(".db"):
-            _check_unlocked(uri)  # locked between the check above and the open
+            _check_unlocked(uri, sure=True)  # the open failed: a lock held elsewhere explains why
         raise MilvusConnectionError(f"cannot reach Milvus at '{uri}': {err}") from None
     return client
 
 
-def _check_unlocked(uri: str) -> None:
-    owner = lite_lock_owner(Path(uri))
-    if owner:
-        raise MilvusConnectionError(
-            f"Milvus Lite file '{uri}' is locked by {owner} (another index or evaluate run?); "
-            "wait for it to finish or stop it"
-        )
+def _check_unlocked(uri: str, sure: bool) -> None:
+    """Raise naming the process that holds a Lite file's lock (this process may reopen its own file).
+
+    Before opening (``sure=False``) only a holder identified as another PID counts; after a failed
+    open any holder but this process does.
+    """
+    pid = lite_lock_owner(Path(uri))
+    if pid is None or pid == os.getpid() or (pid == 0 and not sure):
+        return
+    holder = f"PID {pid}" if pid else "another process"
+    raise MilvusConnectionError(
+        f"Milvus Lite file '{uri}' is locked by {holder} (another index or evaluate run?); "
+        "wait for it to finish or stop it"
+    )
 
 
 def build_params(p: IndexParams) -> dict[str, Any]:
