@@ -279,7 +279,7 @@ class ModelParams(Section):
     max_length: PositiveInt = 512
     lora: bool = False
     lora_r: PositiveInt = 128
-    lora_alpha: float = Field(256, gt=0)
+    lora_alpha: PositiveInt = 256
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     lora_target_modules: list[str] = [
         "q_proj",
