@@ -146,8 +146,8 @@ class OpenAITeacher:
     async def _one(self, client: httpx.AsyncClient, sem: asyncio.Semaphore, r: TeacherRequest) -> TeacherResult:
         try:
             payload = build_payload(r, self.cfg)
-        except DataError as err:
-            return TeacherResult(r.id, None, f"cannot read image: {err}")
+        except DataError as err:  # names the image and the record
+            return TeacherResult(r.id, None, str(err))
         reason = ""
         for attempt in range(self.cfg.max_retries + 1):
             try:

@@ -74,7 +74,8 @@ class DataFiles:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         real = Path(os.path.realpath(self.root))
-        self._allowed = (real, *dvc_cache_dirs(real))
+        caches = {*dvc_cache_dirs(Path(os.path.abspath(self.root))), *dvc_cache_dirs(real)}  # root may be a link
+        self._allowed = (real, *sorted(caches))
 
     def resolve(self, rel: str) -> Path:
         """The real path of ``rel``; :class:`UnsafePathError` if it is unsafe or leads outside."""
