@@ -250,3 +250,14 @@ def test_model_verifier_needs_matching_teacher_kind() -> None:
     with pytest.raises(ValidationError, match="verifier_teacher.kind"):
         CotCurateParams(verifier="openai")
     CotCurateParams(verifier="openai", verifier_teacher=TeacherParams(kind="openai", model="m", base_url="http://x"))
+
+
+def test_health_problem_threshold_and_reasons() -> None:
+    from collections import Counter
+
+    reasons = Counter({"HTTP 503": 4, "timeout": 2})
+    assert generate.health_problem({"ok": 95, "error": 5}, reasons, 0.05) is None  # exactly at the limit
+    assert generate.health_problem({"ok": 0, "error": 0}, Counter(), 0.05) is None  # nothing asked
+    msg = generate.health_problem({"ok": 94, "error": 6}, reasons, 0.05)
+    assert msg is not None and "6 of 100 teacher requests failed (6.0% > cot_generate.max_error_rate 5.0%)" in msg
+    assert msg.index("4 x 'HTTP 503'") < msg.index("2 x 'timeout'")
