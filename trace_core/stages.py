@@ -30,10 +30,17 @@ from trace_core.indexing.export import run as export_run
 from trace_core.paths import Paths
 from trace_core.training.train import run as train_run
 
-#: code every stage runs (params schema, paths, file helpers, record types).
-COMMON_CODE: tuple[str, ...] = ("trace_core/config.py", "trace_core/io.py", "trace_core/paths.py")
-#: the real M-BEIR parser and its record types.
-PARSER_CODE: tuple[str, ...] = ("trace_core/data/mbeir.py", "trace_core/types.py")
+#: the real M-BEIR parser, its record types and the resolver of the files records name.
+PARSER_CODE: tuple[str, ...] = ("trace_core/data/mbeir.py", "trace_core/data/files.py", "trace_core/types.py")
+#: code every stage runs: params schema (whose routing-override check reads the dataset
+#: registry of the parser), paths, file helpers.
+COMMON_CODE: tuple[str, ...] = (
+    "trace_core/config.py",
+    "trace_core/cot/overrides.py",
+    "trace_core/io.py",
+    "trace_core/paths.py",
+    *PARSER_CODE,
+)
 #: the parser plus the data helpers (instructions, dataset rows) the model stages read data with.
 DATA_CODE: tuple[str, ...] = (
     *PARSER_CODE,
@@ -70,6 +77,10 @@ class Stage:
     metrics: str | None = None
     artifacts: Callable[[Paths], list[Path]] = field(default=_no_artifacts)
     io_bound: bool = False
+
+    def __post_init__(self) -> None:
+        """Code deps listed once each, in order (the groups above overlap)."""
+        object.__setattr__(self, "code", tuple(dict.fromkeys(self.code)))
 
     @property
     def command(self) -> str:

@@ -157,3 +157,36 @@ def test_promote_model_finds_version_by_model_id(params: Params) -> None:
         assert tracking.promote_model(params, "unknown-id", 0.9) == ""
         assert tracking.promote_model(params, "abc123", 0.2) == "champion"
     assert str(client.get_model_version_by_alias(name, "champion").version) == version
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("http://alice:s3cret@teacher.example:8000/v1?api_key=k#frag", "http://teacher.example:8000/v1"),
+        ("https://token@host/v1", "https://host/v1"),
+        ("http://[::1]:8000/v1?key=1", "http://[::1]:8000/v1"),
+        ("https://host.example/v1", "https://host.example/v1"),
+        ("sqlite:///mlruns.db", "sqlite:///mlruns.db"),
+        ("data/mbeir", "data/mbeir"),
+        ("http://user:pw@[::1", "http://<redacted>"),  # unparsable: nothing of it is kept
+    ],
+)
+def test_redact_url(url: str, logged: str) -> None:
+    from trace_core.redact import redact_url
+
+    assert redact_url(url) == logged
+
+
+def test_urls_logged_without_credentials(params: Params) -> None:
+    url = "http://alice:s3cret@teacher.example:8000/v1?api_key=k3y"
+    teacher = {"kind": "openai", "model": "m", "base_url": url}
+    raw = {**params.model_dump(by_alias=True), "cot_generate": {"teacher": teacher}}
+    p = Params.model_validate(raw)
+    with tracking.stage_run(p, "cot_generate") as rid:
+        pass
+    client = _client(p)
+    run = client.get_run(rid)
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    for logged in (run.data.params, parent.data.params):
+        assert logged["cot_generate.teacher.base_url"] == "http://teacher.example:8000/v1"
+        assert not [k for k, v in logged.items() if "s3cret" in v or "k3y" in v]

@@ -1,7 +1,8 @@
 """The real M-BEIR layout: task table, file locations and streaming parsers.
 
 One loader serves the real ``TIGER-Lab/M-BEIR`` snapshot and the generated M-BEIR-mini,
-which share the layout exactly. Files are streamed line by line; images are never opened.
+which share the layout exactly. Files are streamed line by line (strict UTF-8); images are never
+opened, and an image path that could leave the data root is refused (:mod:`trace_core.data.files`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trace_core.io import DataError, iter_jsonl
+from trace_core.data.files import check_record_path
+from trace_core.io import DataError, iter_jsonl, iter_text_lines
 from trace_core.types import MODALITIES, CandidateRecord, QrelsEntry, QueryRecord
 
 DATASETS: dict[int, str] = {
@@ -206,6 +208,7 @@ def parse_query(obj: dict[str, Any], path: Path, lineno: int) -> QueryRecord:
     check_fields(obj, QUERY_FIELDS, path, where)
     check_id(obj["qid"], "qid", path, where)
     check_modality(obj["query_modality"], obj["query_txt"], obj["query_img_path"], path, where)
+    check_record_path(obj["query_img_path"], "query_img_path", path, f"{where} (record {obj['qid']})")
     for did in [*obj["pos_cand_list"], *obj["neg_cand_list"]]:
         if not isinstance(did, str):
             raise DataError(path, where, "candidate lists must hold did strings")
@@ -229,6 +232,7 @@ def parse_candidate(obj: dict[str, Any], path: Path, lineno: int) -> CandidateRe
     check_fields(obj, CANDIDATE_FIELDS, path, where)
     check_id(obj["did"], "did", path, where)
     check_modality(obj["modality"], obj["txt"], obj["img_path"], path, where)
+    check_record_path(obj["img_path"], "img_path", path, f"{where} (record {obj['did']})")
     return CandidateRecord(obj["did"], obj["txt"], obj["img_path"], obj["modality"], obj["src_content"])
 
 
@@ -353,13 +357,12 @@ def read_qrels(path: Path) -> dict[str, QrelsEntry]:
     """Read a qrels file into ``qid -> QrelsEntry`` (positives only)."""
     pos: dict[str, set[str]] = {}
     task: dict[str, int] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            qid, did, task_id = parse_qrels_line(line, path, lineno)
-            pos.setdefault(qid, set()).add(did)
-            task[qid] = task_id
+    for lineno, line in iter_text_lines(path):
+        if not line.strip():
+            continue
+        qid, did, task_id = parse_qrels_line(line, path, lineno)
+        pos.setdefault(qid, set()).add(did)
+        task[qid] = task_id
     return {q: QrelsEntry(q, task[q], frozenset(d)) for q, d in pos.items()}
 
 

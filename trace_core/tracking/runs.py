@@ -29,6 +29,7 @@ from mlflow.tracking import MlflowClient
 from trace_core.config import Params, dump_params
 from trace_core.flatten import flatten, numeric_leaves
 from trace_core.ranks import is_main_process
+from trace_core.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def end_pipeline(params: Params, run_id: str, status: str = "FINISHED") -> bool:
 
 
 def _param_value(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    text = json.dumps(value) if isinstance(value, (list, dict)) else redact_url(str(value))
     return text[:6000]
 
 
