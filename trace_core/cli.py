@@ -175,6 +175,7 @@ def score(
     run: Annotated[Path, typer.Option(help="UniIR-format run file: qid Q0 did rank score run_id task_id")],
     qrels: Annotated[list[Path], typer.Option(help="qrels file(s); repeat the option")],
     k: Annotated[str, typer.Option(help="comma-separated cut-offs")] = "1,5,10",
+    metric: Annotated[str, typer.Option(help="recall (UniIR hit@k, R@k) or map (CIRCO mAP@k, MAP@k)")] = "recall",
 ) -> None:
     """Score any UniIR-format run file against qrels; prints JSON per qrels stem."""
     import json
@@ -182,7 +183,8 @@ def score(
     from trace_core.evaluation.metrics import score_run_files
 
     try:
-        result = score_run_files(run, qrels, [int(x) for x in k.split(",") if x.strip()])
+        ks = [int(x) for x in k.split(",") if x.strip()]
+        result = score_run_files(run, qrels, ks, metric)
     except USER_ERRORS as err:
         _fail(err)
     typer.echo(json.dumps(result, indent=2, sort_keys=True))
