@@ -90,9 +90,12 @@ def download(
         Optional[Path], typer.Option(help="lay out an already-downloaded M-BEIR copy from this folder")
     ] = None,
     out: Annotated[Optional[Path], typer.Option(help="dataset root (default: paths.data_root)")] = None,
+    zeroshot_from_dir: Annotated[
+        Optional[Path], typer.Option(help="lay out real zero-shot dataset copies from this folder (one per dataset)")
+    ] = None,
 ) -> None:
-    """Generate M-BEIR-mini or fetch/lay out the real M-BEIR; writes a MANIFEST last."""
-    _run_stage(params, "download", profile=profile, from_dir=from_dir, out=out)
+    """Generate M-BEIR-mini (+ zero-shot-mini) or fetch/lay out the real data; writes a MANIFEST last."""
+    _run_stage(params, "download", profile=profile, from_dir=from_dir, out=out, zeroshot_from_dir=zeroshot_from_dir)
 
 
 @app.command()
@@ -168,6 +171,12 @@ def index(params: ParamsOpt = Path("params.yaml")) -> None:
 def evaluate(params: ParamsOpt = Path("params.yaml")) -> None:
     """Search, write the UniIR run file and score the 16-column M-BEIR table."""
     _run_stage(params, "evaluate")
+
+
+@app.command("evaluate-zeroshot")
+def evaluate_zeroshot(params: ParamsOpt = Path("params.yaml")) -> None:
+    """The paper's zero-shot suite (13 columns, 10 unseen datasets) with the trained model."""
+    _run_stage(params, "evaluate_zeroshot")
 
 
 @app.command()
