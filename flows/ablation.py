@@ -34,6 +34,7 @@ from flows.dvc import dvc_executable, format_override
 from trace_core.config import Params, apply_overrides, dump_params, load_params, parse_params
 from trace_core.evaluation.ablation import report_markdown, summarise
 from trace_core.io import write_json, write_text
+from trace_core.paths import Paths
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def existing_experiments(root: Path, env: Mapping[str, str]) -> set[str]:
 
 
 def run_variant(variant: Variant, params: Params, root: Path) -> tuple[dict[str, Any], str, str]:
-    """Run one variant as a DVC experiment under its own MLflow parent; return its metrics."""
+    """Run one variant as a DVC experiment under its own MLflow parent; return its summary row."""
     from trace_core import tracking
 
     vparams = with_overrides(params, {**variant.overrides, "base.run_name": f"ablation-{variant.name}"})
@@ -132,8 +133,10 @@ def run_variant(variant: Variant, params: Params, root: Path) -> tuple[dict[str,
         status = "FINISHED"
     finally:
         tracking.end_pipeline(vparams, parent, status)
-    metrics = json.loads((root / params.paths.metrics_dir / "mbeir.json").read_text())
-    return metrics, name, parent
+    paths = Paths.from_params(params, root)
+    metrics = json.loads(paths.metrics_file("mbeir").read_text())
+    timings = paths.timings_file("evaluate")
+    return summarise(metrics, json.loads(timings.read_text()) if timings.is_file() else None), name, parent
 
 
 def run(params_path: Path = Path("params.yaml"), only: Sequence[str] | None = None) -> Path:
@@ -148,8 +151,7 @@ def run(params_path: Path = Path("params.yaml"), only: Sequence[str] | None = No
     meta: dict[str, Any] = {"experiments": {}, "mlflow": {}, "descriptions": {}, "overrides": {}, "tables": {}}
     try:
         for variant in chosen:
-            metrics, exp, parent = run_variant(variant, params, root)
-            rows[variant.name] = summarise(metrics)
+            rows[variant.name], exp, parent = run_variant(variant, params, root)
             meta["experiments"][variant.name], meta["mlflow"][variant.name] = exp, parent
             meta["descriptions"][variant.name], meta["overrides"][variant.name] = variant.description, variant.overrides
             meta["tables"][variant.name] = variant.table

@@ -58,6 +58,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.val_max_new_tokens": 256,
         "export.batch_size": 64,
         "export.shard_size": 65536,
+        "export.num_workers": 4,  # image decoding + collation beside the GPU forward
         "index.uri": "http://127.0.0.1:19530",
         "index.index_type": "HNSW",
         "index.metric": "IP",

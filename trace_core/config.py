@@ -282,7 +282,14 @@ class TrainParams(Section):
 
 
 class ExportParams(Section):
-    """Embedding export with implicit routing."""
+    """Embedding export with implicit routing.
+
+    ``num_workers``: DataLoader worker processes that open, decode and collate the images and
+    prompts of the next batches while the model runs (prefetching ``2 x num_workers`` batches);
+    0 does it in the exporting process, between forwards. ``barrier_timeout_s``: under several
+    ranks (``torch.distributed.run``), how long a rank that has finished its shards waits at a
+    barrier for the slowest one.
+    """
 
     routing: Literal["adaptive", "never", "always"] = "adaptive"
     max_new_tokens: int = Field(192, ge=0)  # M-BEIR-mini chains are 80-140 tokens
@@ -290,6 +297,8 @@ class ExportParams(Section):
     shard_size: int = 4096
     union_pool: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = Field(0, ge=0)
+    barrier_timeout_s: float = Field(86400.0, gt=0.0)
 
 
 class IndexParams(Section):

@@ -75,6 +75,10 @@ class Paths:
         """DVC metrics JSON of a stage."""
         return self.metrics_dir / f"{stage}.json"
 
+    def timings_file(self, stage: str) -> Path:
+        """Run-specific measurements of a stage (wall time, throughput): never a DVC output."""
+        return self.metrics_dir / "timings" / f"{stage}.json"
+
     @property
     def zeroshot_crops(self) -> Path:
         """Derived zero-shot images (GeneCIS instance crops): a cache, not a DVC output."""

@@ -38,8 +38,11 @@ PARSER_CODE: tuple[str, ...] = ("trace_core/data/mbeir.py", "trace_core/types.py
 #: the parser plus the data helpers (instructions, dataset rows) the model stages read data with.
 DATA_CODE: tuple[str, ...] = (*PARSER_CODE, "trace_core/data/dataset.py", "trace_core/data/instructions.py")
 MODEL_CODE: tuple[str, ...] = ("trace_core/model",)
-COT_CODE: tuple[str, ...] = ("trace_core/cot",)
+COT_CODE: tuple[str, ...] = ("trace_core/cot", "trace_core/data/mini/scene.py")  # the oracle reads mini payloads
 EXPORT_CODE: tuple[str, ...] = (
+    "trace_core/ranks.py",
+    "trace_core/indexing/commit.py",
+    "trace_core/indexing/distribute.py",
     "trace_core/indexing/export.py",
     "trace_core/indexing/shards.py",
     "trace_core/indexing/union.py",
@@ -118,7 +121,7 @@ STAGES: dict[str, Stage] = {
             "data",
             params=("validate",),
             code=(*COMMON_CODE, *PARSER_CODE, "trace_core/data/instructions.py", "trace_core/data/validate"),
-            outs=("${paths.reports_dir}/validation",),
+            outs=("${paths.reports_dir}/validation/summary.json",),  # Data Docs: a view, not an output
             metrics="validation",
             artifacts=_validate_artifacts,
         ),
@@ -160,7 +163,7 @@ STAGES: dict[str, Stage] = {
             train_run,
             "train",
             params=("base.seed", "model", "train"),
-            code=(*COMMON_CODE, *DATA_CODE, *MODEL_CODE, "trace_core/training"),
+            code=(*COMMON_CODE, *DATA_CODE, *MODEL_CODE, "trace_core/ranks.py", "trace_core/training"),
             outs=("${paths.model_dir}",),
             metrics="train",
         ),
@@ -179,7 +182,7 @@ STAGES: dict[str, Stage] = {
             "index",
             params=("index",),
             code=(*COMMON_CODE, "trace_core/indexing"),
-            outs=("${paths.index_dir}",),
+            outs=("${paths.index_dir}/manifest.json",),  # the Milvus Lite file is service state, like a server's
             artifacts=_index_artifacts,
             io_bound=True,
         ),

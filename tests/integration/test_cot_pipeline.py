@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from trace_core.cli import app
 from trace_core.config import CotBuildParams, CotCurateParams, CotGenerateParams, MiniParams, Params, RoutingParams
 from trace_core.cot import build, curate, generate
-from trace_core.cot.prompts import TeacherRequest
-from trace_core.cot.teacher import OracleTeacher, TeacherResult
+from trace_core.cot.prompts import TeacherRequest, TeacherResult
+from trace_core.cot.teacher import OracleTeacher
 from trace_core.data.dataset import EMB_TOKEN, candidate_item, load_train_samples, query_item
 from trace_core.data.instructions import parse_instructions
 from trace_core.data.mbeir import global_pool_file, instructions_file, load_pool, load_queries, union_train_file

@@ -121,7 +121,7 @@ def test_dvc_resolves_templated_paths() -> None:
         "cot_build": paths.cot_train,
         "train": paths.model_dir,
         "export": paths.embeddings_dir,
-        "index": paths.index_dir,
+        "index": paths.index_manifest,
         "evaluate": paths.metrics_file("mbeir"),
     }
     for stage, path in expected.items():

@@ -25,8 +25,9 @@ from tqdm import tqdm
 
 from trace_core.config import CotGenerateParams, Params, dump_params
 from trace_core.cot import prompts
+from trace_core.cot.prompts import TeacherResult
 from trace_core.cot.routing import RouteDecision, decide, needs_assessor, parse_overrides
-from trace_core.cot.teacher import Teacher, TeacherResult, make_teacher, safe_generate
+from trace_core.cot.teacher import Teacher, make_teacher, safe_generate
 from trace_core.data.dataset import query_item
 from trace_core.data.instructions import Instructions, parse_instructions
 from trace_core.data.mbeir import global_pool_file, instructions_file, iter_candidates, load_queries, union_train_file

@@ -15,8 +15,8 @@ from trace_core.data.mbeir import TEST_TASKS
 ROUTES = ("direct", "reasoned", "forced")
 
 
-def summarise(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The numbers a row of the ablation tables needs, from one ``metrics/mbeir.json``."""
+def summarise(metrics: Mapping[str, Any], timings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One row of the ablation tables, from ``metrics/mbeir.json`` and ``metrics/timings/evaluate.json``."""
     table = metrics["local"]["table"]
     routing = metrics.get("routing", {})
     n = sum(r.get("n_queries", 0.0) for r in routing.values()) or 1.0
@@ -31,7 +31,7 @@ def summarise(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "routing": rates,
         "reasoned_by_task": {stem: r.get("reasoned_rate", 0.0) for stem, r in routing.items()},
         "mean_new_tokens": tokens,
-        "query_qps": metrics.get("query_qps"),
+        "query_qps": (timings or {}).get("query_qps"),
     }
 
 

@@ -8,6 +8,7 @@ Writes one UniIR-format run file per pool scope (``reports/runs/mbeir_test_<scop
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from trace_core.evaluation.mbeir import build_table, task_ks
 from trace_core.evaluation.metrics import RunEntry, format_run_line, ranked_entries, recall_at_ks
 from trace_core.indexing.backend import VectorIndex
 from trace_core.indexing.build_index import open_index
+from trace_core.indexing.commit import load_export
 from trace_core.indexing.shards import iter_chunks, load_embeddings, load_manifest
 from trace_core.io import DataError, atomic_open, read_json, write_json
 from trace_core.paths import Paths
@@ -73,14 +75,23 @@ def pool_ids(manifest_path: Path) -> list[str]:
 
 
 def routing_summary(query_manifest: dict[str, Any]) -> dict[str, float]:
-    """Route rates, mean generated tokens and QPS of one task's query export."""
+    """Route rates and mean generated tokens of one task's query export (throughput lives in timings)."""
     n = max(int(query_manifest["count"]), 1)
     out = {f"{r}_rate": c / n for r, c in query_manifest["routes"].items()}
     out["mean_new_tokens"] = query_manifest["new_tokens"] / n
-    out["qps"] = float(query_manifest["qps"])
     out["n_queries"] = float(query_manifest["count"])
-    out["encode_seconds"] = float(query_manifest["encode_seconds"])
     return out
+
+
+def throughput(export_timings: dict[str, Any] | None, search_seconds: float, n_searched: int) -> dict[str, Any]:
+    """Query-encoding QPS per task and overall (from export's timings) and search QPS of this run."""
+    queries = (export_timings or {}).get("queries") or {}
+    return {
+        "query_qps": (export_timings or {}).get("query_qps"),
+        "query_qps_by_task": {stem: t["qps"] for stem, t in queries.items() if t},
+        "search_qps": n_searched / search_seconds if search_seconds > 0 else None,
+        "search_seconds": search_seconds,
+    }
 
 
 class Searcher:
@@ -142,10 +153,7 @@ def collect_metrics(scoped: dict[str, dict[str, TaskResult]], routing: dict[str,
     for scope, results in scoped.items():
         per_task = {stem: r.metrics for stem, r in results.items()}
         out[scope] = {"table": build_table(per_task).as_dict(), "tasks": per_task}
-    n = sum(r["n_queries"] for r in routing.values())
-    secs = sum(r["encode_seconds"] for r in routing.values())
     out["routing"] = routing
-    out["query_qps"] = n / secs if secs > 0 else 0.0
     return out
 
 
@@ -156,7 +164,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     if not paths.index_manifest.exists():
         raise DataError(paths.index_manifest, "file", "no index manifest (run `trace index`)")
     imanifest = read_json(paths.index_manifest)
-    top = read_json(paths.embeddings_manifest)
+    top = load_export(paths.embeddings_dir)  # refuses a mix of models (an interrupted export)
     if top["model_id"] != imanifest.get("model_id"):
         raise DataError(
             paths.index_manifest,
@@ -169,10 +177,12 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     if params.evaluate.union_pool and UNION not in imanifest["pools"]:
         log.warning("evaluate.union_pool is set but no union pool was exported/indexed: local pools only")
     searcher = Searcher(params, paths, imanifest)
+    t0 = time.perf_counter()
     try:
         scoped = {scope: evaluate_scope(scope, tasks, queries, searcher) for scope in scopes}
     finally:
         searcher.close()
+    search_seconds = time.perf_counter() - t0
     runs_dir = paths.reports_dir / "runs"
     for scope, results in scoped.items():
         write_run_file(runs_dir / f"mbeir_test_{scope}_run.txt", results)
@@ -181,6 +191,10 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     metrics["model_id"] = imanifest.get("model_id")
     metrics["index"] = {"backend": imanifest["backend"], "index_type": imanifest["index_type"]}
     write_json(paths.metrics_file("mbeir"), metrics)
+    export_timings = read_json(paths.timings_file("export")) if paths.timings_file("export").is_file() else None
+    n_searched = sum(int(r["n_queries"]) for r in routing.values()) * len(scopes)
+    timings = throughput(export_timings, search_seconds, n_searched)
+    write_json(paths.timings_file("evaluate"), timings)
     files = write_reports(metrics, paths.reports_dir)
-    log_to_tracking(params, metrics, [paths.metrics_file("mbeir"), *files, runs_dir])
+    log_to_tracking(params, metrics, [paths.metrics_file("mbeir"), *files, runs_dir], timings)
     return metrics

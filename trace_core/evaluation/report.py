@@ -32,12 +32,8 @@ def table_markdown(metrics: dict[str, Any], scopes: list[str]) -> str:
 
 
 def task_markdown(metrics: dict[str, Any], scopes: list[str]) -> str:
-    """Per-task recalls, routing rates and query-encoding QPS."""
-    head = (
-        "| # | task | metric | "
-        + " | ".join(scopes)
-        + " | R@1 local | direct | reasoned | forced | tokens/query | QPS |"
-    )
+    """Per-task recalls, routing rates and generated tokens (throughput: ``metrics/timings/``)."""
+    head = "| # | task | metric | " + " | ".join(scopes) + " | R@1 local | direct | reasoned | forced | tokens/query |"
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for t in TEST_TASKS:
         if t.stem not in metrics["local"]["tasks"]:
@@ -47,7 +43,7 @@ def task_markdown(metrics: dict[str, Any], scopes: list[str]) -> str:
         r = metrics["routing"][t.stem]
         routes = " | ".join(f"{100 * r[f'{x}_rate']:.0f}%" for x in ROUTES)
         r1 = _pct(metrics["local"]["tasks"][t.stem].get("R@1"))
-        tail = f"{r['mean_new_tokens']:.1f} | {r['qps']:.1f}"
+        tail = f"{r['mean_new_tokens']:.1f}"
         lines.append(f"| {t.column} | {t.label} | {metric} | {vals} | {r1} | {routes} | {tail} |")
     return "\n".join(lines)
 
@@ -66,7 +62,8 @@ def markdown(metrics: dict[str, Any]) -> str:
         f"R@5 (R@10 for Fashion200K and FashionIQ), in %; UniIR hit semantics; index "
         f"{metrics['index']['backend']} {metrics['index']['index_type']}.{note}\n\n"
         f"{table_markdown(metrics, scopes)}\n\n## Per task\n\n{task_markdown(metrics, scopes)}\n\n"
-        f"Query encoding: {metrics['query_qps']:.2f} queries/s overall.\n"
+        "Throughput (query-encoding and search QPS) is run-specific, so it is kept out of this report: "
+        "`metrics/timings/evaluate.json` and the MLflow run.\n"
     )
 
 
@@ -87,7 +84,7 @@ def plot_rows(metrics: dict[str, Any]) -> tuple[list[list[Any]], list[list[Any]]
             continue
         per_task.extend([t.stem, s, round(metrics[s]["table"][t.stem], 6)] for s in scopes)
         r = metrics["routing"][t.stem]
-        routing.append([t.stem, *(round(r[f"{x}_rate"], 6) for x in ROUTES), round(r["qps"], 3)])
+        routing.append([t.stem, *(round(r[f"{x}_rate"], 6) for x in ROUTES)])
     return per_task, routing
 
 
@@ -133,17 +130,19 @@ def write_reports(metrics: dict[str, Any], reports_dir: Path) -> list[Path]:
     write_text(reports_dir / "mbeir.md", markdown(metrics))
     per_task, routing = plot_rows(metrics)
     _write_csv(plots / "per_task.csv", ["task", "pool", "recall"], per_task)
-    _write_csv(plots / "routing.csv", ["task", *ROUTES, "qps"], routing)
+    _write_csv(plots / "routing.csv", ["task", *ROUTES], routing)
     pngs = write_plots(per_task, routing, plots) if routing else []
     return [reports_dir / "mbeir.md", plots / "per_task.csv", plots / "routing.csv", *pngs]
 
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """Numeric metrics flattened for MLflow (``local.table.average``, ``routing.<task>.direct_rate``...)."""
-    return numeric_leaves({k: v for k, v in metrics.items() if k in ("local", "union", "routing", "query_qps")})
+    return numeric_leaves({k: v for k, v in metrics.items() if k in ("local", "union", "routing")})
 
 
-def log_to_tracking(params: Params, metrics: dict[str, Any], files: list[Path]) -> None:
+def log_to_tracking(
+    params: Params, metrics: dict[str, Any], files: list[Path], timings: dict[str, Any] | None = None
+) -> None:
     """Log metrics, report, plots and run files to the active ``evaluate`` run; promote the model.
 
     The run is opened by the caller (the CLI's ``track_stage`` or a flow); without one, the
@@ -156,6 +155,7 @@ def log_to_tracking(params: Params, metrics: dict[str, Any], files: list[Path]) 
     model_run = tracking.find_model_run(params)
     tracking.set_tags({"trace.model_run_id": model_run or "", "trace.model_id": metrics.get("model_id") or ""})
     tracking.log_metrics(flat_metrics(metrics))
+    tracking.log_metrics(numeric_leaves({"timings": timings or {}}))
     for path in files:
         tracking.log_artifact(path, "evaluation")
     tracking.promote_model(params, metrics.get("model_id"), metrics["local"]["table"].get("average"))

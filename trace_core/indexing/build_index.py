@@ -19,8 +19,9 @@ from tqdm import tqdm
 
 from trace_core.config import Params
 from trace_core.indexing.backend import NumpyIndex, VectorIndex, check_index_type
+from trace_core.indexing.commit import load_export
 from trace_core.indexing.shards import iter_chunks, load_embeddings, load_manifest
-from trace_core.io import DataError, read_json, write_json
+from trace_core.io import DataError, write_json
 from trace_core.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,7 @@ def collection_name(pool: str, pool_hash: str) -> str:
 
 def embedding_pools(paths: Paths) -> dict[str, Path]:
     """``pool -> manifest path`` of every exported candidate pool (the union included)."""
-    top_path = paths.embeddings_manifest
-    if not top_path.exists():
-        raise DataError(top_path, "file", "no export manifest (run `trace export`)")
-    top = read_json(top_path)
+    top = load_export(paths.embeddings_dir)  # refuses a mix of models (an interrupted export)
     pools = {stem: paths.embeddings_dir / rel for stem, rel in top["pools"].items()}
     if top.get("union"):
         pools["union"] = paths.embeddings_dir / top["union"]
@@ -112,7 +110,8 @@ def index_manifest(
     p = params.index
     return {
         "backend": p.backend,
-        "uri": (p.uri or str(paths.milvus_db)) if p.backend == "milvus" else None,
+        # the server URI, or the Lite file relative to the index folder (no machine paths in DVC outputs)
+        "uri": (p.uri or paths.milvus_db.relative_to(paths.index_dir).as_posix()) if p.backend == "milvus" else None,
         "index_type": p.index_type if p.backend == "milvus" else "exact",
         "metric": p.metric,
         "model_id": next(iter(manifests.values())).get("model_id") if manifests else None,

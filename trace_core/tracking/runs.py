@@ -28,6 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from trace_core.config import Params, dump_params
 from trace_core.flatten import flatten, numeric_leaves
+from trace_core.ranks import is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def stage_run(params: Params, stage: str, keys: Sequence[str] = ()) -> Iterator[
     Tags: git commit, params hash, stage; params: the keys the stage reads. Yields the run id
     ("" and no-op everywhere if tracking is off or on a rank other than 0). Re-entrant.
     """
-    if not params.tracking.enabled or os.environ.get("RANK", "0") != "0":  # one run per stage, from rank 0
+    if not params.tracking.enabled or not is_main_process():  # one run per stage, from rank 0
         yield ""
         return
     if _ACTIVE and _ACTIVE[-1][1] == stage:

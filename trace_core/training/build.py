@@ -29,6 +29,7 @@ from trace_core.model.collate import TrainCollator
 from trace_core.model.inference import META_FILE
 from trace_core.model.trace_model import HeadConfig, TraceModel
 from trace_core.paths import Paths
+from trace_core.ranks import is_main_process
 from trace_core.training.callbacks import MetricsCallback, ValidationCallback
 from trace_core.training.data import SampleDataset, split_validation, training_texts
 from trace_core.training.trainer import TraceTrainer
@@ -218,7 +219,7 @@ def full_state_dict(trainer: Any) -> dict[str, torch.Tensor]:
 def save_trained(parts: TrainParts, params: Params, out_dir: Path) -> None:
     """Save merged weights, tokenizer, image processor, then ``trace_meta.json`` (last)."""
     state = full_state_dict(parts.trainer)
-    if parts.trainer.args.process_index != 0:
+    if not is_main_process():
         return
     bb, mp = parts.backbone, params.model
     with full_init(parts.trainer):

@@ -26,6 +26,7 @@ from trace_core.config import Params, dump_params
 from trace_core.data.dataset import EMB_TOKEN, load_train_samples
 from trace_core.io import sha256_file, write_json, write_text
 from trace_core.paths import Paths
+from trace_core.ranks import is_main_process
 
 log = logging.getLogger(__name__)
 STAGE = "train"
@@ -148,7 +149,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
         summary = train_summary(parts.trainer, parts.val_cb, parts.metrics_cb, wall, parts.n_train, parts.n_val)
         summary.update(parts.counts)
         save_trained(parts, params, paths.model_dir)
-        if parts.trainer.args.process_index == 0:
+        if is_main_process():
             curve = paths.reports_dir / STAGE / "curve.csv"
             write_text(curve, curve_csv(parts.metrics_cb.history, parts.val_cb.history, parts.val_cb.k))
             write_json(paths.metrics_file(STAGE), summary)

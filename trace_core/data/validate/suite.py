@@ -4,7 +4,9 @@
 become issues with file and line); one GX suite per table checks every rule, each rule a
 named expectation, so Data Docs show them all. Outputs (written atomically, Data Docs
 swapped in whole): ``reports/validation/{summary.json,data_docs/}`` and
-``metrics/validation.json``. The stage passes only when every expectation and every file does.
+``metrics/validation.json``. Only ``summary.json`` is a DVC output: GX stamps its Data Docs with
+run times and ids, so they are a view (logged to MLflow), not a reproducible artifact.
+The stage passes only when every expectation and every file does.
 """
 
 from __future__ import annotations
@@ -216,7 +218,7 @@ def summarize(
     """The JSON summary: found test tasks, counts, every failed rule with located examples."""
     found = tables.found_test_tasks
     return {
-        "data_root": str(root),
+        "data_root": display_path(root),
         "success": not failures and not tables.issues,
         "found_test_tasks": found,
         "missing_test_tasks": [t.stem for t in TEST_TASKS if t.stem not in found],
@@ -227,6 +229,14 @@ def summarize(
         "issues": [str(i) for i in tables.issues[:max_listed]],
         "n_issues": len(tables.issues),
     }
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working directory when inside it (no machine paths in DVC outputs)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def metrics(summary: dict[str, Any]) -> dict[str, Any]:
