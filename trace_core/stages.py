@@ -209,7 +209,7 @@ STAGES: dict[str, Stage] = {
             + ("evaluate_zeroshot",),
             code=(*COMMON_CODE, *PARSER_CODE, "trace_core/data/instructions.py", "trace_core/data/zeroshot.py")
             + (*MODEL_CODE, "trace_core/indexing/backend.py", "trace_core/evaluation/metrics.py")
-            + ("trace_core/evaluation/zeroshot",),
+            + ("trace_core/evaluation/zeroshot", "trace_core/flatten.py"),
             outs=("${paths.reports_dir}/zeroshot.md", "${paths.reports_dir}/zeroshot"),
             metrics="zeroshot",
             artifacts=_zeroshot_artifacts,

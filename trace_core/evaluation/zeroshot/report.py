@@ -14,16 +14,17 @@ ROUTES = ("direct", "reasoned", "forced")
 def collect_metrics(
     tasks: Sequence[ZsTask], per_task: Mapping[str, dict[str, float]], missing: Sequence[str], model_id: str | None
 ) -> dict[str, Any]:
-    """The metrics object: columns (None = n/a), per-task metrics, missing datasets, query QPS."""
-    n = sum(m["n_queries"] for m in per_task.values())
-    seconds = sum(m["encode_seconds"] for m in per_task.values())
+    """The metrics object: columns (None = n/a), per-task metrics and routing, missing datasets.
+
+    Only reproducible numbers: throughput goes to ``metrics/timings/evaluate_zeroshot.json``.
+    """
+    columns = column_values(tasks, per_task)
     return {
         "model_id": model_id,
-        "columns": column_values(tasks, per_task),
+        "columns": columns,
         "tasks": {t.name: per_task[t.name] for t in tasks if t.name in per_task},
         "missing": list(missing),
-        "n_columns": sum(1 for v in column_values(tasks, per_task).values() if v is not None),
-        "query_qps": n / seconds if seconds > 0 else 0.0,
+        "n_columns": sum(1 for v in columns.values() if v is not None),
     }
 
 
@@ -76,5 +77,6 @@ def markdown(metrics: Mapping[str, Any], source: Mapping[str, Any], routing: str
         f"{source_line(source)} In %: R@1, except CIRCO (mAP@5), MT-FashionIQ (R@5), CC-Neg and "
         f"Sugar-Crepe (accuracy); GeneCIS and Sugar-Crepe average their subsets. Query routing: "
         f"{routing}.{note}\n\n{table_markdown(metrics['columns'])}\n\n## Per task\n\n"
-        f"{task_markdown(metrics['tasks'])}\n\nQuery encoding: {metrics['query_qps']:.2f} queries/s overall.\n"
+        f"{task_markdown(metrics['tasks'])}\n\nQuery-encoding throughput: `metrics/timings/evaluate_zeroshot.json` "
+        "and the MLflow run.\n"
     )

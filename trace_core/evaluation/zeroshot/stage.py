@@ -4,8 +4,9 @@ Reads the trained model (``paths.model_dir``) and the zero-shot root; encodes ev
 queries (routed, with ``export``'s routing settings, through the same prompt/collate path as
 M-BEIR queries) and candidates, ranks exactly in memory, scores, and writes
 ``metrics/zeroshot.json`` (13 columns, per-task metrics, routing), ``reports/zeroshot.md``
-and ``reports/zeroshot/{runs,qrels}/<task>_{run,qrels}.txt`` (scorable with ``trace score``).
-A dataset whose folder is missing is skipped with a warning (its columns read n/a).
+and ``reports/zeroshot/{runs,qrels}/<task>_{run,qrels}.txt`` (scorable with ``trace score``),
+all reproducible; query-encoding throughput goes to ``metrics/timings/evaluate_zeroshot.json``
+and MLflow only. A dataset whose folder is missing is skipped with a warning (its columns read n/a).
 """
 
 from __future__ import annotations
@@ -99,11 +100,12 @@ class EmbeddingCache:
 
 @dataclass
 class TaskResult:
-    """Scores, run lines and routing of one task."""
+    """Scores and routing, run and qrels lines, and query-encoding time of one task."""
 
     metrics: dict[str, float]
     run: str
     qrels: str
+    encode_seconds: float
 
 
 def evaluate_task(task: ZsTask, cache: EmbeddingCache, keep_k: int, run_id: str) -> TaskResult:
@@ -116,10 +118,17 @@ def evaluate_task(task: ZsTask, cache: EmbeddingCache, keep_k: int, run_id: str)
     metrics["n_candidates"] = float(len(task.candidates))
     metrics.update({f"{r}_rate": sum(x == r for x in queries.routes) / n for r in ROUTES})
     metrics["mean_new_tokens"] = sum(queries.new_tokens) / n
-    metrics["encode_seconds"] = queries.seconds
     run = "".join(format_run_line(e) for e in run_entries(task, rankings, run_id, keep_k))
     qrels = format_qrels([(q.qid, d, q.item.task_id) for q in task.queries for d in sorted(q.positives)])
-    return TaskResult(metrics, run, qrels)
+    return TaskResult(metrics, run, qrels, queries.seconds)
+
+
+def throughput(results: dict[str, TaskResult]) -> dict[str, Any]:
+    """Query-encoding QPS per task and overall (a run-specific measurement, never a DVC output)."""
+    by_task = {k: r.metrics["n_queries"] / r.encode_seconds for k, r in results.items() if r.encode_seconds > 0}
+    n = sum(r.metrics["n_queries"] for r in results.values())
+    seconds = sum(r.encode_seconds for r in results.values())
+    return {"query_qps": n / seconds if seconds > 0 else None, "query_qps_by_task": by_task, "encode_seconds": seconds}
 
 
 def data_source(root: Path) -> dict[str, Any]:
@@ -168,8 +177,12 @@ def run(params: Params, paths: Paths, encoder: Encoder | None = None) -> dict[st
     write_runs(paths.reports_dir / "zeroshot", results)
     write_json(paths.metrics_file("zeroshot"), metrics)
     write_text(paths.reports_dir / "zeroshot.md", markdown(metrics, data_source(paths.zeroshot_root), mode))
+    timings = throughput(results)
+    write_json(paths.timings_file("evaluate_zeroshot"), timings)
     if params.tracking.enabled:
-        from trace_core import tracking  # metrics and reports are logged by the CLI's stage run
+        from trace_core import tracking  # metrics file and reports are logged by the CLI's stage run
+        from trace_core.flatten import numeric_leaves
 
         tracking.set_tags({"trace.model_id": model_id or ""})
+        tracking.log_metrics(numeric_leaves({"timings": timings}))
     return metrics
