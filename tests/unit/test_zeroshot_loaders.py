@@ -567,3 +567,19 @@ def test_missing_dataset_is_skipped_with_a_warning(ctx: LoadContext, caplog: pyt
     values = column_values(tasks, {"visdial": {"R@1": 0.5, "R@5": 1.0}})
     assert list(values) == [c.key for c in COLUMNS] and len(values) == 13
     assert values["visdial"] == 0.5 and values["circo"] is None
+
+
+def test_duplicate_ids_are_located(ctx: LoadContext) -> None:
+    folder = ctx.root / "circo"
+    _write(folder / "annotations" / "val.json", CIRCO_VAL)
+    info = _write(
+        folder / "COCO2017_unlabeled" / "annotations" / "image_info_unlabeled2017.json", _circo_info([*CIRCO_IDS, 9761])
+    )
+    with pytest.raises(DataError, match=r"record images/7\): image id 9761 listed twice"):
+        circo.load(ctx)
+    assert info.is_file()
+    dup = json.loads(json.dumps(FLICKR))
+    dup["images"][1]["sentences"][1]["sentid"] = 5
+    _write(ctx.root / "flickr30k" / "dataset_flickr30k.json", json.dumps(dup, indent=2))
+    with pytest.raises(DataError, match=r"\(record images/1/sentences/1\): sentid 5 used twice"):
+        flickr30k.load(ctx)

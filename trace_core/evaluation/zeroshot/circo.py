@@ -45,6 +45,8 @@ def image_files(ctx: LoadContext) -> dict[int, str]:
     out = {}
     for i, obj in enumerate(images):
         rec = jf.fields(obj, {"id": int, "file_name": str}, ["images", i])
+        if rec["id"] in out:
+            raise jf.error(["images", i], f"image id {rec['id']} listed twice")
         out[rec["id"]] = ctx.rel(folder / CIRCO_IMAGES / rec["file_name"])
     return out
 
@@ -53,7 +55,7 @@ def load(ctx: LoadContext) -> list[ZsTask]:
     """One mAP task over the validation queries; the gallery is every unlabeled image."""
     files = image_files(ctx)
     jf = JsonFile.read(ctx.root / NAME / CIRCO_ANNOTATIONS, "CIRCO validation annotations")
-    queries = []
+    queries, seen = [], set()
     for i, obj in enumerate(jf.expect(jf.data, list, [], "the top level")):
         rec = jf.fields(obj, QUERY_FIELDS, [i])
         gts = [jf.expect(g, int, [i], "each of 'gt_img_ids'") for g in rec["gt_img_ids"]]
@@ -63,6 +65,9 @@ def load(ctx: LoadContext) -> list[ZsTask]:
         if unknown:
             raise jf.error([i], f"image ids {unknown} are not in {CIRCO_IMAGE_INFO}")
         qid = make_id(NAME, f"q{rec['id']}")
+        if qid in seen:
+            raise jf.error([i], f"query id {rec['id']} used twice")
+        seen.add(qid)
         caption = jf.nonempty_text(rec["relative_caption"], [i], "field 'relative_caption'")
         item = query_item(qid, COMPOSED_TO_IMAGE, INSTRUCTION, caption, files[rec["reference_img_id"]])
         queries.append(ZsQuery(qid, item, frozenset(make_id(NAME, g) for g in gts)))

@@ -29,7 +29,8 @@ def load(ctx: LoadContext) -> list[ZsTask]:
     folder = ctx.root / NAME
     jf = JsonFile.read(folder / FLICKR30K_JSON, "Flickr30K Karpathy split file")
     top = jf.fields(jf.data, {"images": list}, [])
-    pairs = []
+    pairs: list[CaptionPair] = []
+    sentids: set[str] = set()
     for i, obj in enumerate(top["images"]):
         rec = jf.fields(obj, {"filename": str, "split": str, "sentences": list}, ["images", i])
         if rec["split"] != SPLIT:
@@ -40,8 +41,11 @@ def load(ctx: LoadContext) -> list[ZsTask]:
         for j, sent in enumerate(rec["sentences"]):
             keys: list[Key] = ["images", i, "sentences", j]
             raw = jf.nonempty_text(jf.fields(sent, {"raw": str}, keys)["raw"], keys, "field 'raw'")
-            sentid = sent.get("sentid", f"{i}_{j}")
-            pairs.append(CaptionPair(rec["filename"], image, str(sentid), raw))
+            sentid = str(sent.get("sentid", f"{i}_{j}"))
+            if sentid in sentids:
+                raise jf.error(keys, f"sentid {sentid} used twice")
+            sentids.add(sentid)
+            pairs.append(CaptionPair(rec["filename"], image, sentid, raw))
     if not pairs:
         raise jf.error(["images"], f"no image with split '{SPLIT}'")
     return caption_tasks(NAME, pairs, T2I, I2T)

@@ -38,6 +38,7 @@ from trace_core.evaluation.zeroshot import (
     vist,
 )
 from trace_core.evaluation.zeroshot.base import LoadContext, ZsTask
+from trace_core.io import DataError
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,12 @@ def load_suite(ctx: LoadContext, datasets: Sequence[str]) -> tuple[list[ZsTask],
             log.warning("zero-shot dataset %s skipped: no folder %s (its columns show n/a)", name, folder)
             missing.append(name)
             continue
-        loaded = LOADERS[name](ctx)
+        try:
+            loaded = LOADERS[name](ctx)
+        except DataError:
+            raise
+        except ValueError as err:  # an inconsistency no single record shows (duplicate ids, ...)
+            raise DataError(folder, "dataset", str(err)) from None
         for task in loaded:
             for note in task.notes:
                 log.warning("%s: %s", task.name, note)
