@@ -56,6 +56,7 @@ class PathsParams(Section):
     """Artifact roots; every concrete location is derived in :mod:`trace_core.paths`."""
 
     data_root: str = "data/mbeir"
+    zeroshot_root: str = "data/zeroshot"
     cot_dir: str = "data/cot"
     model_dir: str = "models/trace"
     embeddings_dir: str = "embeddings"
@@ -89,8 +90,19 @@ class MiniParams(Section):
         return self
 
 
+class ZeroshotMiniParams(Section):
+    """Sizes of zero-shot-mini (trace_core/data/mini/zeroshot.py; renders use ``download.mini``'s)."""
+
+    queries: int = Field(24, ge=4)  # per dataset; GeneCIS and Sugar-Crepe: a quarter per subset
+    distractors: int = Field(24, ge=0)  # extra gallery images (CIRCO, multi-turn FashionIQ)
+
+
 class DownloadParams(Section):
-    """Where the data comes from: generated (mini) or the Hugging Face dataset (full)."""
+    """Where the data comes from: generated (mini) or the Hugging Face dataset (full).
+
+    The zero-shot root is filled alongside: zero-shot-mini with the mini profile, or links to
+    real copies from ``zeroshot_from_dir`` (one folder per dataset, see trace_core/data/zeroshot.py).
+    """
 
     profile: Literal["mini", "full"] = "mini"
     repo_id: str = "TIGER-Lab/M-BEIR"
@@ -98,6 +110,8 @@ class DownloadParams(Section):
     include_images: bool = False
     from_dir: str | None = None
     mini: MiniParams = MiniParams()
+    zeroshot_from_dir: str | None = None
+    zeroshot_mini: ZeroshotMiniParams = ZeroshotMiniParams()
 
 
 class DataParams(Section):
@@ -428,6 +442,38 @@ class EvaluateParams(Section):
     run_id: str = Field("trace", pattern=r"^\S+$", description="run-file column 6: no whitespace")
 
 
+ZEROSHOT_DATASETS: tuple[str, ...] = (
+    "sharegpt4v",
+    "urban1k",
+    "flickr30k",
+    "circo",
+    "genecis",
+    "visdial",
+    "vist",
+    "mtfashioniq",
+    "ccneg",
+    "sugar_crepe",
+)
+
+
+class EvaluateZeroshotParams(Section):
+    """The zero-shot suite (stage evaluate_zeroshot); queries are encoded with ``export``'s settings."""
+
+    datasets: list[str] = list(ZEROSHOT_DATASETS)
+    keep_k: int = Field(50, ge=1)  # candidates per query written to the run files
+    run_id: str = "trace"
+    # prompt length cap of zero-shot queries (None: the model's max_length); interleaved queries
+    # hold several images (VIST: four), so full-size images need more than training's 1024
+    max_length: int | None = Field(None, ge=64)
+
+    @model_validator(mode="after")
+    def _known_datasets(self) -> EvaluateZeroshotParams:
+        unknown = [d for d in self.datasets if d not in ZEROSHOT_DATASETS]
+        if unknown:
+            raise ValueError(f"unknown zero-shot datasets {unknown} (known: {', '.join(ZEROSHOT_DATASETS)})")
+        return self
+
+
 class TrackingParams(Section):
     """MLflow tracking (the URI may also come from MLFLOW_TRACKING_URI)."""
 
@@ -455,6 +501,7 @@ class Params(Section):
     export: ExportParams = ExportParams()
     index: IndexParams = IndexParams()
     evaluate: EvaluateParams = EvaluateParams()
+    evaluate_zeroshot: EvaluateZeroshotParams = EvaluateZeroshotParams()
     tracking: TrackingParams = TrackingParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())

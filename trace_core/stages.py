@@ -25,6 +25,7 @@ from trace_core.cot.generate import run as cot_generate_run
 from trace_core.data.download import run as download_run
 from trace_core.data.validate.suite import run as validate_run
 from trace_core.evaluation.evaluate import run as evaluate_run
+from trace_core.evaluation.zeroshot.stage import run as evaluate_zeroshot_run
 from trace_core.indexing.build_index import run as index_run
 from trace_core.indexing.export import run as export_run
 from trace_core.paths import Paths
@@ -93,7 +94,7 @@ class Stage:
 
 
 def _download_artifacts(paths: Paths) -> list[Path]:
-    return [paths.data_root / "MANIFEST.json"]
+    return [paths.data_root / "MANIFEST.json", paths.zeroshot_root / "MANIFEST.json"]
 
 
 def _validate_artifacts(paths: Paths) -> list[Path]:
@@ -112,6 +113,10 @@ def _index_artifacts(paths: Paths) -> list[Path]:
     return [paths.index_manifest]
 
 
+def _zeroshot_artifacts(paths: Paths) -> list[Path]:
+    return [paths.reports_dir / "zeroshot.md", paths.reports_dir / "zeroshot"]
+
+
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
@@ -121,8 +126,8 @@ STAGES: dict[str, Stage] = {
             "data",
             params=("base.seed", "download"),
             code=(*COMMON_CODE, "trace_core/data/download.py", "trace_core/data/mbeir.py", "trace_core/types.py")
-            + ("trace_core/data/mini",),
-            outs=("${paths.data_root}",),
+            + ("trace_core/data/mini", "trace_core/data/zeroshot.py"),
+            outs=("${paths.data_root}", "${paths.zeroshot_root}"),
             artifacts=_download_artifacts,
             io_bound=True,
         ),
@@ -211,6 +216,20 @@ STAGES: dict[str, Stage] = {
                 "${paths.reports_dir}/plots",
             ),
             metrics="mbeir",
+        ),
+        Stage(
+            "evaluate_zeroshot",
+            evaluate_zeroshot_run,
+            "evaluate",
+            # queries are encoded as export encodes M-BEIR queries (routing, cap, batch, device)
+            params=("export.routing", "export.max_new_tokens", "export.batch_size", "export.device")
+            + ("evaluate_zeroshot",),
+            code=(*COMMON_CODE, "trace_core/data/normalize.py", "trace_core/data/zeroshot.py")
+            + (*MODEL_CODE, "trace_core/indexing/backend.py", "trace_core/evaluation/metrics.py")
+            + ("trace_core/evaluation/zeroshot", "trace_core/flatten.py"),
+            outs=("${paths.reports_dir}/zeroshot.md", "${paths.reports_dir}/zeroshot"),
+            metrics="zeroshot",
+            artifacts=_zeroshot_artifacts,
         ),
     )
 }

@@ -11,7 +11,7 @@ import pytest
 from trace_core import tracking
 from trace_core.config import Params
 from trace_core.stages import STAGES
-from trace_core.tracking.runs import stage_params
+from trace_core.tracking.runs import LAST_STAGE, stage_params
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,10 @@ def test_stages_share_one_parent(params: Params) -> None:
     assert a.data.params["download.profile"] == "mini"
     assert client.get_run(parent).info.status == "RUNNING"
     with tracking.stage_run(params, "evaluate"):
+        pass
+    assert client.get_run(parent).info.status == "RUNNING"  # evaluate is not the last stage any more
+    assert LAST_STAGE == list(STAGES)[-1] == "evaluate_zeroshot"
+    with tracking.stage_run(params, LAST_STAGE):
         pass
     assert client.get_run(parent).info.status == "FINISHED"  # the last stage closes it
     with tracking.stage_run(params, "download") as again:

@@ -339,8 +339,11 @@ def load_pool(path: Path) -> list[CandidateRecord]:
     return out
 
 
-def parse_qrels_line(line: str, path: Path, lineno: int) -> tuple[str, str, int]:
-    """Parse ``qid 0 did 1 task_id``; return ``(qid, did, task_id)``."""
+def parse_qrels_line(line: str, path: Path, lineno: int, check_ids: bool = True) -> tuple[str, str, int]:
+    """Parse ``qid 0 did 1 task_id``; return ``(qid, did, task_id)``.
+
+    ``check_ids`` requires M-BEIR ids (``<dataset_id>:<n>``); off, any whitespace-free id passes.
+    """
     parts = line.split()
     where = f"line {lineno}"
     if len(parts) != 5:
@@ -348,19 +351,20 @@ def parse_qrels_line(line: str, path: Path, lineno: int) -> tuple[str, str, int]
     qid, zero, did, rel, task = parts
     if zero != "0" or rel != "1" or not task.isdigit():
         raise DataError(path, where, "qrels columns 2 and 4 must be '0' and '1', column 5 an integer task id")
-    check_id(qid, "qid", path, where)
-    check_id(did, "did", path, where)
+    if check_ids:
+        check_id(qid, "qid", path, where)
+        check_id(did, "did", path, where)
     return qid, did, int(task)
 
 
-def read_qrels(path: Path) -> dict[str, QrelsEntry]:
-    """Read a qrels file into ``qid -> QrelsEntry`` (positives only)."""
+def read_qrels(path: Path, check_ids: bool = True) -> dict[str, QrelsEntry]:
+    """Read a qrels file into ``qid -> QrelsEntry`` (positives only); ids as in :func:`parse_qrels_line`."""
     pos: dict[str, set[str]] = {}
     task: dict[str, int] = {}
     for lineno, line in iter_text_lines(path):
         if not line.strip():
             continue
-        qid, did, task_id = parse_qrels_line(line, path, lineno)
+        qid, did, task_id = parse_qrels_line(line, path, lineno, check_ids)
         pos.setdefault(qid, set()).add(did)
         task[qid] = task_id
     return {q: QrelsEntry(q, task[q], frozenset(d)) for q, d in pos.items()}
