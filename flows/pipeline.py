@@ -176,7 +176,7 @@ def index_flow(config: RunConfig = DEFAULT_CONFIG, parent_run_id: str = "") -> d
 
 @flow(name="trace-evaluate")
 def evaluate_flow(config: RunConfig = DEFAULT_CONFIG, parent_run_id: str = "") -> dict[str, dict[str, float]]:
-    """Score the 16-column M-BEIR table and promote the model in the registry."""
+    """Score the 16-column M-BEIR table (promoting the model) and the 13-column zero-shot table."""
     return _run_phase("evaluate", config, parent_run_id)
 
 
@@ -259,12 +259,16 @@ def _stage_runs(client: Any, exp_id: str, parent: str) -> list[tuple[str, str]]:
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def publish_report(config: RunConfig) -> None:
-    """Publish the M-BEIR report (reports/mbeir.md) as a markdown artifact."""
+    """Publish the M-BEIR and zero-shot reports (reports/{mbeir,zeroshot}.md) as markdown artifacts."""
     root = project_dir(config)
     params = _load_params(root, config)
-    report = root / params.paths.reports_dir / "mbeir.md"
-    if report.is_file():
-        create_markdown_artifact(report.read_text(), key="trace-mbeir-report", description="16-column M-BEIR table")
+    for name, key, what in (
+        ("mbeir.md", "trace-mbeir-report", "16-column M-BEIR table"),
+        ("zeroshot.md", "trace-zeroshot-report", "13-column zero-shot table"),
+    ):
+        report = root / params.paths.reports_dir / name
+        if report.is_file():
+            create_markdown_artifact(report.read_text(), key=key, description=what)
 
 
 @flow(name="trace-pipeline")

@@ -39,6 +39,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.name_or_path": "Qwen/Qwen2.5-VL-7B-Instruct",
         "model.max_pixels": 300 * 28 * 28,  # LamRA/TRACE: at most 300*28*28 image pixels
         "model.max_length": 1024,
+        "evaluate_zeroshot.max_length": 2048,  # VIST queries hold four images of up to 300 tokens each
         "model.lora": True,
         "model.freeze_vision": True,
         "train.lambda_gen": 1.0,

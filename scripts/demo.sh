@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make demo`: run the nine DVC stages on params.yaml under one MLflow parent run, then
-# print the 16-column M-BEIR table and where the MLflow, Prefect and Data Docs views are.
+# `make demo`: run the ten DVC stages on params.yaml under one MLflow parent run, then
+# print the 16-column M-BEIR table, the 13-column zero-shot table and where the MLflow, Prefect and Data Docs views are.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
@@ -20,7 +20,9 @@ elapsed=$(( $(date +%s) - start ))
 echo
 echo "================ M-BEIR (reports/mbeir.md) ================"
 sed -n '/^| pool/,/^$/p' reports/mbeir.md
-echo "per task, routing and chance level: reports/mbeir.md; same numbers: dvc metrics show"
+echo "================ Zero-shot (reports/zeroshot.md) ================"
+sed -n '/^| | /,/^$/p' reports/zeroshot.md
+echo "per task, routing and chance level: reports/mbeir.md, reports/zeroshot.md; same numbers: dvc metrics show"
 echo "wall time of dvc repro: ${elapsed}s"
 echo
 exp_id="$(python - <<'PY' 2>/dev/null || true
@@ -35,4 +37,4 @@ echo "              (this pipeline's run: ${parent:-none}; select runs and Compa
 echo "  Prefect:    make prefect-up -> http://$PREFECT_HOST:$PREFECT_PORT  then: make prefect-run"
 echo "  Data Docs:  reports/validation/index.html (offline; GX pages in reports/validation/data_docs/)"
 echo "  Gallery:    reports/gallery/index.html   Plots: reports/plots/, reports/train/curve.png"
-echo "  Reports:    reports/mbeir.md, reports/cot_curate.md, reports/ablation.md (make ablation)"
+echo "  Reports:    reports/mbeir.md, reports/zeroshot.md, reports/cot_curate.md, reports/ablation.md (make ablation)"

@@ -44,7 +44,7 @@ def tiny_params(root: Path, **mini: Any):  # type: ignore[no-untyped-def]
             "reports_dir": str(root / "reports"),
             "state_dir": str(root / ".trace"),
         },
-        "download": {"mini": {**TINY_MINI, **mini}},
+        "download": {"mini": {**TINY_MINI, **mini}, "zeroshot_mini": {"queries": 4, "distractors": 2}},
     }
     return parse_params(raw, "<tests>")
 

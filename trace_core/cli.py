@@ -98,9 +98,12 @@ def download(
         Optional[Path], typer.Option(help="lay out an already-downloaded M-BEIR copy from this folder")
     ] = None,
     out: Annotated[Optional[Path], typer.Option(help="dataset root (default: paths.data_root)")] = None,
+    zeroshot_from_dir: Annotated[
+        Optional[Path], typer.Option(help="lay out real zero-shot dataset copies from this folder (one per dataset)")
+    ] = None,
 ) -> None:
-    """Generate M-BEIR-mini or fetch/lay out the real M-BEIR; writes a MANIFEST last."""
-    _run_stage(params, "download", profile=profile, from_dir=from_dir, out=out)
+    """Generate M-BEIR-mini (+ zero-shot-mini) or fetch/lay out the real data; writes a MANIFEST last."""
+    _run_stage(params, "download", profile=profile, from_dir=from_dir, out=out, zeroshot_from_dir=zeroshot_from_dir)
 
 
 @app.command()
@@ -178,11 +181,18 @@ def evaluate(params: ParamsOpt = Path("params.yaml")) -> None:
     _run_stage(params, "evaluate")
 
 
+@app.command("evaluate-zeroshot")
+def evaluate_zeroshot(params: ParamsOpt = Path("params.yaml")) -> None:
+    """The paper's zero-shot suite (13 columns, 10 unseen datasets) with the trained model."""
+    _run_stage(params, "evaluate_zeroshot")
+
+
 @app.command()
 def score(
     run: Annotated[Path, typer.Option(help="UniIR-format run file: qid Q0 did rank score run_id task_id")],
     qrels: Annotated[list[Path], typer.Option(help="qrels file(s); repeat the option")],
     k: Annotated[str, typer.Option(help="comma-separated cut-offs")] = "1,5,10",
+    metric: Annotated[str, typer.Option(help="recall (UniIR hit@k, R@k) or map (CIRCO mAP@k, MAP@k)")] = "recall",
 ) -> None:
     """Score any UniIR-format run file against qrels; prints JSON per qrels stem."""
     import json
@@ -190,7 +200,8 @@ def score(
     from trace_core.evaluation.metrics import score_run_files
 
     try:
-        result = score_run_files(run, qrels, [int(x) for x in k.split(",") if x.strip()])
+        ks = [int(x) for x in k.split(",") if x.strip()]
+        result = score_run_files(run, qrels, ks, metric)
     except USER_ERRORS as err:
         _fail(err)
     typer.echo(json.dumps(result, indent=2, sort_keys=True))

@@ -25,15 +25,23 @@ from trace_core.cot.generate import run as cot_generate_run
 from trace_core.data.download import run as download_run
 from trace_core.data.validate.suite import run as validate_run
 from trace_core.evaluation.evaluate import run as evaluate_run
+from trace_core.evaluation.zeroshot.stage import run as evaluate_zeroshot_run
 from trace_core.indexing.build_index import run as index_run
 from trace_core.indexing.export import run as export_run
 from trace_core.paths import Paths
 from trace_core.training.train import run as train_run
 
-#: code every stage runs (params schema, paths, file helpers, record types).
-COMMON_CODE: tuple[str, ...] = ("trace_core/config.py", "trace_core/io.py", "trace_core/paths.py")
-#: the real M-BEIR parser and its record types.
-PARSER_CODE: tuple[str, ...] = ("trace_core/data/mbeir.py", "trace_core/types.py")
+#: the real M-BEIR parser, its record types and the resolver of the files records name.
+PARSER_CODE: tuple[str, ...] = ("trace_core/data/mbeir.py", "trace_core/data/files.py", "trace_core/types.py")
+#: code every stage runs: params schema (whose routing-override check reads the dataset
+#: registry of the parser), paths, file helpers.
+COMMON_CODE: tuple[str, ...] = (
+    "trace_core/config.py",
+    "trace_core/cot/overrides.py",
+    "trace_core/io.py",
+    "trace_core/paths.py",
+    *PARSER_CODE,
+)
 #: the parser plus the data helpers (instructions, dataset rows) the model stages read data with.
 DATA_CODE: tuple[str, ...] = (
     *PARSER_CODE,
@@ -71,6 +79,10 @@ class Stage:
     artifacts: Callable[[Paths], list[Path]] = field(default=_no_artifacts)
     io_bound: bool = False
 
+    def __post_init__(self) -> None:
+        """Code deps listed once each, in order (the groups above overlap)."""
+        object.__setattr__(self, "code", tuple(dict.fromkeys(self.code)))
+
     @property
     def command(self) -> str:
         """The ``trace`` subcommand (``cot_generate`` -> ``cot-generate``)."""
@@ -82,7 +94,7 @@ class Stage:
 
 
 def _download_artifacts(paths: Paths) -> list[Path]:
-    return [paths.data_root / "MANIFEST.json"]
+    return [paths.data_root / "MANIFEST.json", paths.zeroshot_root / "MANIFEST.json"]
 
 
 def _validate_artifacts(paths: Paths) -> list[Path]:
@@ -101,6 +113,10 @@ def _index_artifacts(paths: Paths) -> list[Path]:
     return [paths.index_manifest]
 
 
+def _zeroshot_artifacts(paths: Paths) -> list[Path]:
+    return [paths.reports_dir / "zeroshot.md", paths.reports_dir / "zeroshot"]
+
+
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
@@ -110,8 +126,8 @@ STAGES: dict[str, Stage] = {
             "data",
             params=("base.seed", "download"),
             code=(*COMMON_CODE, "trace_core/data/download.py", "trace_core/data/mbeir.py", "trace_core/types.py")
-            + ("trace_core/data/mini",),
-            outs=("${paths.data_root}",),
+            + ("trace_core/data/mini", "trace_core/data/zeroshot.py"),
+            outs=("${paths.data_root}", "${paths.zeroshot_root}"),
             artifacts=_download_artifacts,
             io_bound=True,
         ),
@@ -202,6 +218,20 @@ STAGES: dict[str, Stage] = {
                 "${paths.reports_dir}/gallery",
             ),
             metrics="mbeir",
+        ),
+        Stage(
+            "evaluate_zeroshot",
+            evaluate_zeroshot_run,
+            "evaluate",
+            # queries are encoded as export encodes M-BEIR queries (routing, cap, batch, device)
+            params=("export.routing", "export.max_new_tokens", "export.batch_size", "export.device")
+            + ("evaluate_zeroshot",),
+            code=(*COMMON_CODE, "trace_core/data/normalize.py", "trace_core/data/zeroshot.py")
+            + (*MODEL_CODE, "trace_core/indexing/backend.py", "trace_core/evaluation/metrics.py")
+            + ("trace_core/evaluation/zeroshot", "trace_core/flatten.py"),
+            outs=("${paths.reports_dir}/zeroshot.md", "${paths.reports_dir}/zeroshot"),
+            metrics="zeroshot",
+            artifacts=_zeroshot_artifacts,
         ),
     )
 }

@@ -25,6 +25,8 @@ SMALL: dict[str, Any] = {
     "download.mini.val_per_task": 2,
     "download.mini.n_entities": 24,
     "download.mini.image_size": 56,
+    "download.zeroshot_mini.queries": 8,
+    "download.zeroshot_mini.distractors": 4,
 }
 
 

@@ -16,6 +16,7 @@ from trace_core.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 NINE = ["download", "validate", "cot_generate", "cot_curate", "cot_build", "train", "export", "index", "evaluate"]
+TEN = [*NINE, "evaluate_zeroshot"]
 #: code a stage may run without listing it: MLflow logging never changes a stage's outputs.
 NOT_CODE_DEPS = ("trace_core.tracking",)
 
@@ -38,8 +39,8 @@ def _lookup(raw: dict, dotted: str) -> object:
     return node
 
 
-def test_nine_stages_in_order(dvc_yaml: dict) -> None:
-    assert list(dvc_yaml["stages"]) == list(STAGES) == NINE
+def test_ten_stages_in_order(dvc_yaml: dict) -> None:
+    assert list(dvc_yaml["stages"]) == list(STAGES) == TEN
 
 
 def test_every_params_key_exists(dvc_yaml: dict, params_raw: dict) -> None:
@@ -92,7 +93,7 @@ def test_outs_and_metrics_match_the_registry(dvc_yaml: dict) -> None:
 
 
 def test_teacher_params_not_read_after_generation(dvc_yaml: dict) -> None:
-    for name in ("cot_curate", "cot_build", "train", "export", "index", "evaluate"):
+    for name in ("cot_curate", "cot_build", "train", "export", "index", "evaluate", "evaluate_zeroshot"):
         assert not any(k.startswith("cot_generate") for k in dvc_yaml["stages"][name]["params"])
     assert "persist" in json.dumps(dvc_yaml["stages"]["cot_generate"]["outs"])
 
@@ -128,3 +129,7 @@ def test_dvc_resolves_templated_paths() -> None:
     order = list(expected)
     for before, after in zip(order, order[1:], strict=False):  # each stage consumes the previous one's output
         assert deps[after] & outs[before], f"{after} does not depend on an output of {before}"
+    # the zero-shot suite branches off: the trained model and the zero-shot root from download
+    assert str(paths.zeroshot_root) in outs["download"]
+    assert {str(paths.model_dir), str(paths.zeroshot_root)} <= deps["evaluate_zeroshot"]
+    assert str(paths.metrics_file("zeroshot")) in outs["evaluate_zeroshot"]

@@ -1,4 +1,4 @@
-"""The whole pipeline, once: `dvc repro` of all nine stages on a shrunken M-BEIR-mini.
+"""The whole pipeline, once: `dvc repro` of all ten stages on a shrunken M-BEIR-mini (+ zero-shot-mini).
 
 Slow (minutes on two cores); `make test` / CI run it after the fast suite.
 """
@@ -15,7 +15,18 @@ from _trace_project import make_project, run
 
 from trace_core.data.mbeir import TEST_TASKS
 
-STAGES = ["download", "validate", "cot_generate", "cot_curate", "cot_build", "train", "export", "index", "evaluate"]
+STAGES = [
+    "download",
+    "validate",
+    "cot_generate",
+    "cot_curate",
+    "cot_build",
+    "train",
+    "export",
+    "index",
+    "evaluate",
+    "evaluate_zeroshot",
+]
 #: training shrunk to one short epoch; data sizes come from _trace_project.SMALL.
 E2E = {
     "train.epochs": 1.0,
@@ -59,6 +70,18 @@ def test_sixteen_column_table(project: Path) -> None:
     assert list((project / "reports/validation").rglob("index.html")), "no Data Docs"
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
     assert "metrics/mbeir.json" in json.dumps(shown)
+
+
+def test_zeroshot_table(project: Path) -> None:
+    from trace_core.evaluation.zeroshot.suite import COLUMNS
+
+    metrics = json.loads((project / "metrics/zeroshot.json").read_text())
+    assert set(metrics["columns"]) == {c.key for c in COLUMNS} and metrics["n_columns"] == 13
+    assert all(0.0 <= v <= 1.0 for v in metrics["columns"].values()) and metrics["missing"] == []
+    report = (project / "reports/zeroshot.md").read_text()
+    assert all(c.label in report for c in COLUMNS) and "zero-shot-mini" in report
+    assert (project / "reports/zeroshot/runs/circo_run.txt").is_file()
+    assert json.loads((project / "metrics/timings/evaluate_zeroshot.json").read_text())["query_qps"] > 0
 
 
 def test_curation_threshold_reruns_curation_not_teacher(project: Path) -> None:

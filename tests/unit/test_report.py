@@ -23,8 +23,7 @@ def _metrics(n_tasks: int = 16) -> dict[str, Any]:
     table["n_tasks"] = len(tasks)
     per_task = {t.stem: {f"R@{t.reported_k}": table[t.stem], "R@1": 0.0, "chance": 0.05} for t in tasks}
     routing = {
-        t.stem: {"direct_rate": 0.5, "reasoned_rate": 0.25, "forced_rate": 0.25, "mean_new_tokens": 3.0}
-        for t in tasks
+        t.stem: {"direct_rate": 0.5, "reasoned_rate": 0.25, "forced_rate": 0.25, "mean_new_tokens": 3.0} for t in tasks
     }
     return {
         "local": {"table": table, "tasks": per_task},

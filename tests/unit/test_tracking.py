@@ -11,7 +11,7 @@ import pytest
 from trace_core import tracking
 from trace_core.config import Params
 from trace_core.stages import STAGES
-from trace_core.tracking.runs import stage_params
+from trace_core.tracking.runs import LAST_STAGE, stage_params
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,10 @@ def test_stages_share_one_parent(params: Params) -> None:
     assert a.data.params["download.profile"] == "mini"
     assert client.get_run(parent).info.status == "RUNNING"
     with tracking.stage_run(params, "evaluate"):
+        pass
+    assert client.get_run(parent).info.status == "RUNNING"  # evaluate is not the last stage any more
+    assert LAST_STAGE == list(STAGES)[-1] == "evaluate_zeroshot"
+    with tracking.stage_run(params, LAST_STAGE):
         pass
     assert client.get_run(parent).info.status == "FINISHED"  # the last stage closes it
     with tracking.stage_run(params, "download") as again:
@@ -208,3 +212,36 @@ def test_version_tags_record_provenance(params: Params, tmp_path: Path) -> None:
     assert tags[tracking.TAG_PARAMS_HASH] == tracking.params_hash(params) and tags[tracking.TAG_MODEL_ID] == "abc"
     assert tags[tracking.TAG_TRAIN_RUN] == rid and tags[tracking.TAG_COMMIT]
     assert tags[tracking.TAG_DATA_MANIFEST] == "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("http://alice:s3cret@teacher.example:8000/v1?api_key=k#frag", "http://teacher.example:8000/v1"),
+        ("https://token@host/v1", "https://host/v1"),
+        ("http://[::1]:8000/v1?key=1", "http://[::1]:8000/v1"),
+        ("https://host.example/v1", "https://host.example/v1"),
+        ("sqlite:///mlruns.db", "sqlite:///mlruns.db"),
+        ("data/mbeir", "data/mbeir"),
+        ("http://user:pw@[::1", "http://<redacted>"),  # unparsable: nothing of it is kept
+    ],
+)
+def test_redact_url(url: str, logged: str) -> None:
+    from trace_core.redact import redact_url
+
+    assert redact_url(url) == logged
+
+
+def test_urls_logged_without_credentials(params: Params) -> None:
+    url = "http://alice:s3cret@teacher.example:8000/v1?api_key=k3y"
+    teacher = {"kind": "openai", "model": "m", "base_url": url}
+    raw = {**params.model_dump(by_alias=True), "cot_generate": {"teacher": teacher}}
+    p = Params.model_validate(raw)
+    with tracking.stage_run(p, "cot_generate") as rid:
+        pass
+    client = _client(p)
+    run = client.get_run(rid)
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    for logged in (run.data.params, parent.data.params):
+        assert logged["cot_generate.teacher.base_url"] == "http://teacher.example:8000/v1"
+        assert not [k for k, v in logged.items() if "s3cret" in v or "k3y" in v]

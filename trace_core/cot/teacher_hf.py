@@ -15,6 +15,7 @@ from typing import Any
 
 from trace_core.config import TeacherParams
 from trace_core.cot.prompts import TeacherRequest, TeacherResult
+from trace_core.data.files import IMAGE_ERRORS
 
 log = logging.getLogger(__name__)
 MODEL_CLASSES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
@@ -42,8 +43,8 @@ def load_images(requests: Sequence[TeacherRequest]) -> tuple[dict[str, list[Any]
                 with Image.open(path) as im:
                     opened.append(im.convert("RGB"))
             images[r.id] = opened
-        except OSError as err:
-            failed[r.id] = TeacherResult(r.id, None, f"cannot read image: {err}")
+        except IMAGE_ERRORS as err:
+            failed[r.id] = TeacherResult(r.id, None, f"cannot read image {path} (record {r.id}): {err}")
     return images, failed
 
 

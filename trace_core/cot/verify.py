@@ -15,6 +15,7 @@ from pathlib import Path
 from trace_core.cot import prompts
 from trace_core.cot.parse import Chain, Verdict, parse_verdict
 from trace_core.cot.teacher import Teacher, safe_generate
+from trace_core.data.files import open_record_file
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,12 @@ def verify_request(item: VerifyItem, data_root: Path) -> prompts.TeacherRequest:
     A target without text (an image-only candidate, e.g. CIRR, FashionIQ, MSCOCO images) is
     attached as an image after the query image, so the verifier sees the target either way.
     """
-    image = str(data_root / item.query_img_path) if item.query_img_path else None
-    target_image = str(data_root / item.target_img_path) if item.target_img_path and not item.target_txt else None
+    image = str(open_record_file(data_root, item.query_img_path, item.qid)) if item.query_img_path else None
+    target_image = (
+        str(open_record_file(data_root, item.target_img_path, item.qid))
+        if item.target_img_path and not item.target_txt
+        else None
+    )
     user = prompts.verifier_user_prompt(
         item.query_txt,
         item.task_id,

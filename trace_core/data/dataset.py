@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from trace_core.data.files import check_record_path
 from trace_core.data.instructions import Instructions, instructed_text
 from trace_core.data.normalize import TextNorm, normalize
 from trace_core.io import DataError, iter_jsonl
@@ -65,7 +66,7 @@ def sample_from_dict(d: dict[str, Any]) -> TrainSample:
 
 
 def load_train_samples(path: Path) -> list[TrainSample]:
-    """Read the training file; a bad row raises :class:`DataError` naming file and line."""
+    """Read the training file; a bad row (or an image path leaving the data root) raises :class:`DataError`."""
     out = []
     for lineno, obj in iter_jsonl(path):
         try:
@@ -74,5 +75,7 @@ def load_train_samples(path: Path) -> list[TrainSample]:
             raise DataError(path, f"line {lineno}", f"not a training row ({err})") from None
         if not sample.target.endswith(EMB_TOKEN):
             raise DataError(path, f"line {lineno}", f"target must end with {EMB_TOKEN}")
+        for item in (sample.query, sample.positive, *sample.negatives):
+            check_record_path(item.img_path, f"image of {item.id}", path, f"line {lineno} (record {sample.qid})")
         out.append(sample)
     return out

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from trace_core.data.mbeir import TASKS
 from trace_core.data.normalize import TextNorm, instructed, normalize
-from trace_core.io import DataError
+from trace_core.io import DataError, iter_text_lines
 from trace_core.types import QueryRecord
 
 HEADER_PREFIX = ("query_modality", "cand_modality", "dataset_name", "dataset_id")
@@ -34,7 +34,7 @@ def instruction_key(q: QueryRecord) -> InstructionKey:
 
 def parse_instructions(path: Path) -> Instructions:
     """Parse the TSV; columns are read by position after checking the header."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = [line.rstrip("\r\n") for _, line in iter_text_lines(path)]
     if not lines:
         raise DataError(path, "line 1", "empty instructions file (header expected)")
     header = lines[0].split("\t")

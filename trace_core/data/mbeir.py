@@ -1,7 +1,8 @@
 """The real M-BEIR layout: task table, file locations and streaming parsers.
 
 One loader serves the real ``TIGER-Lab/M-BEIR`` snapshot and the generated M-BEIR-mini,
-which share the layout exactly. Files are streamed line by line; images are never opened.
+which share the layout exactly. Files are streamed line by line (strict UTF-8); images are never
+opened, and an image path that could leave the data root is refused (:mod:`trace_core.data.files`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trace_core.io import DataError, iter_jsonl
+from trace_core.data.files import check_record_path
+from trace_core.io import DataError, iter_jsonl, iter_text_lines
 from trace_core.types import MODALITIES, CandidateRecord, QrelsEntry, QueryRecord
 
 DATASETS: dict[int, str] = {
@@ -206,6 +208,7 @@ def parse_query(obj: dict[str, Any], path: Path, lineno: int) -> QueryRecord:
     check_fields(obj, QUERY_FIELDS, path, where)
     check_id(obj["qid"], "qid", path, where)
     check_modality(obj["query_modality"], obj["query_txt"], obj["query_img_path"], path, where)
+    check_record_path(obj["query_img_path"], "query_img_path", path, f"{where} (record {obj['qid']})")
     for did in [*obj["pos_cand_list"], *obj["neg_cand_list"]]:
         if not isinstance(did, str):
             raise DataError(path, where, "candidate lists must hold did strings")
@@ -229,6 +232,7 @@ def parse_candidate(obj: dict[str, Any], path: Path, lineno: int) -> CandidateRe
     check_fields(obj, CANDIDATE_FIELDS, path, where)
     check_id(obj["did"], "did", path, where)
     check_modality(obj["modality"], obj["txt"], obj["img_path"], path, where)
+    check_record_path(obj["img_path"], "img_path", path, f"{where} (record {obj['did']})")
     return CandidateRecord(obj["did"], obj["txt"], obj["img_path"], obj["modality"], obj["src_content"])
 
 
@@ -335,8 +339,11 @@ def load_pool(path: Path) -> list[CandidateRecord]:
     return out
 
 
-def parse_qrels_line(line: str, path: Path, lineno: int) -> tuple[str, str, int]:
-    """Parse ``qid 0 did 1 task_id``; return ``(qid, did, task_id)``."""
+def parse_qrels_line(line: str, path: Path, lineno: int, check_ids: bool = True) -> tuple[str, str, int]:
+    """Parse ``qid 0 did 1 task_id``; return ``(qid, did, task_id)``.
+
+    ``check_ids`` requires M-BEIR ids (``<dataset_id>:<n>``); off, any whitespace-free id passes.
+    """
     parts = line.split()
     where = f"line {lineno}"
     if len(parts) != 5:
@@ -344,22 +351,22 @@ def parse_qrels_line(line: str, path: Path, lineno: int) -> tuple[str, str, int]
     qid, zero, did, rel, task = parts
     if zero != "0" or rel != "1" or not task.isdigit():
         raise DataError(path, where, "qrels columns 2 and 4 must be '0' and '1', column 5 an integer task id")
-    check_id(qid, "qid", path, where)
-    check_id(did, "did", path, where)
+    if check_ids:
+        check_id(qid, "qid", path, where)
+        check_id(did, "did", path, where)
     return qid, did, int(task)
 
 
-def read_qrels(path: Path) -> dict[str, QrelsEntry]:
-    """Read a qrels file into ``qid -> QrelsEntry`` (positives only)."""
+def read_qrels(path: Path, check_ids: bool = True) -> dict[str, QrelsEntry]:
+    """Read a qrels file into ``qid -> QrelsEntry`` (positives only); ids as in :func:`parse_qrels_line`."""
     pos: dict[str, set[str]] = {}
     task: dict[str, int] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            qid, did, task_id = parse_qrels_line(line, path, lineno)
-            pos.setdefault(qid, set()).add(did)
-            task[qid] = task_id
+    for lineno, line in iter_text_lines(path):
+        if not line.strip():
+            continue
+        qid, did, task_id = parse_qrels_line(line, path, lineno, check_ids)
+        pos.setdefault(qid, set()).add(did)
+        task[qid] = task_id
     return {q: QrelsEntry(q, task[q], frozenset(d)) for q, d in pos.items()}
 
 

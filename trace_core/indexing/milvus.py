@@ -8,6 +8,7 @@ from params for scale. ``pymilvus`` is imported lazily so the CLI stays fast.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from trace_core.indexing.backend import check_dim, check_index_type
 
 log = logging.getLogger(__name__)
 PK, VEC = "pos", "vector"
+LITE_LOCK = "LOCK"  # the file Milvus Lite flock()s inside its data folder
 
 
 class MilvusConnectionError(ConnectionError):
@@ -32,16 +34,51 @@ def resolve_uri(p: IndexParams, default_db: Path) -> str:
     return str(default_db)
 
 
+def flock_holder(proc_locks: str, dev: int, inode: int) -> int | None:
+    """PID holding a FLOCK on the file ``(dev, inode)`` according to ``/proc/locks`` text."""
+    want = f"{os.major(dev):02x}:{os.minor(dev):02x}:{inode}"
+    for line in proc_locks.splitlines():
+        f = line.split()  # "33: FLOCK  ADVISORY  WRITE 6899 fe:00:2146385 0 EOF" ("->" marks waiters)
+        if len(f) >= 6 and f[1] == "FLOCK" and f[5] == want and f[4].isdigit():
+            return int(f[4])
+    return None
+
+
+def lite_lock_owner(db: Path) -> int | None:
+    """PID holding Milvus Lite's lock on ``db`` (0 if it cannot be told), or None when free."""
+    import fcntl
+
+    lock = db / LITE_LOCK
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None  # no Lite folder yet: nobody holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except OSError:
+        st = os.fstat(fd)
+        try:
+            return flock_holder(Path("/proc/locks").read_text(), st.st_dev, st.st_ino) or 0
+        except OSError:
+            return 0
+    finally:
+        os.close(fd)
+
+
 def connect(uri: str, timeout_s: float) -> Any:
     """A ``MilvusClient`` for ``uri`` (a ``.db`` path starts Milvus Lite).
 
     Raises:
-        MilvusConnectionError: naming the URI when no server answers.
+        MilvusConnectionError: naming the URI when no server answers, or the process holding
+            a Milvus Lite file's lock.
     """
     from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
 
     if uri.endswith(".db"):
+        _check_unlocked(uri, sure=False)
         # Milvus Lite serves gRPC in this process; pymilvus 3 probes AllocTimestamp, which it
         # does not implement, and grpc logs a harmless traceback for it on every insert.
         logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
@@ -51,8 +88,26 @@ def connect(uri: str, timeout_s: float) -> Any:
         client = MilvusClient(uri, timeout=timeout_s)
         client.list_collections()
     except (MilvusException, OSError, RuntimeError) as err:
+        if uri.endswith(".db"):
+            _check_unlocked(uri, sure=True)  # the open failed: a lock held elsewhere explains why
         raise MilvusConnectionError(f"cannot reach Milvus at '{uri}': {err}") from None
     return client
+
+
+def _check_unlocked(uri: str, sure: bool) -> None:
+    """Raise naming the process that holds a Lite file's lock (this process may reopen its own file).
+
+    Before opening (``sure=False``) only a holder identified as another PID counts; after a failed
+    open any holder but this process does.
+    """
+    pid = lite_lock_owner(Path(uri))
+    if pid is None or pid == os.getpid() or (pid == 0 and not sure):
+        return
+    holder = f"PID {pid}" if pid else "another process"
+    raise MilvusConnectionError(
+        f"Milvus Lite file '{uri}' is locked by {holder} (another index or evaluate run?); "
+        "wait for it to finish or stop it"
+    )
 
 
 def build_params(p: IndexParams) -> dict[str, Any]:

@@ -8,7 +8,8 @@ processor, ``trace_meta.json``) with :func:`trace_core.model.inference.load_enco
 Input: a DataFrame with columns ``text`` and ``img_path`` (either may be empty), optional
 ``task_id`` and ``side`` (``query`` routes through the model's adaptive reasoning,
 ``candidate`` embeds directly). Inference params: ``image_root``, ``routing``,
-``max_new_tokens``, ``batch_size``. Output: one L2-normalised embedding per row.
+``max_new_tokens``, ``batch_size``. ``img_path`` is relative to ``image_root`` and must stay
+inside it (:mod:`trace_core.data.files`). Output: one L2-normalised embedding per row.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from mlflow.tracking import MlflowClient
 from trace_core.config import Params, dump_params
 from trace_core.flatten import flatten, numeric_leaves
 from trace_core.ranks import is_main_process
+from trace_core.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,9 @@ TAG_STAGE = "trace.stage"
 TAG_DVC_EXP = "trace.dvc_exp"
 TAG_MODEL_ID = "trace.model_id"
 TAG_PARENT = "mlflow.parentRunId"
-LAST_STAGE = "evaluate"
+#: the stage that closes a pipeline parent it opened itself (the last of trace_core/stages.py's registry;
+#: tests/unit/test_tracking.py checks they agree; not imported from there: the registry imports every stage)
+LAST_STAGE = "evaluate_zeroshot"
 #: experiment tag read by the MLflow UI to pick its mode; "custom_model_development" is model training
 #: (runs, metrics, compare view, registry) rather than the GenAI views (traces, prompts).
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
@@ -239,7 +242,7 @@ def end_pipeline(params: Params, run_id: str, status: str = "FINISHED") -> bool:
 
 
 def _param_value(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    text = json.dumps(value) if isinstance(value, (list, dict)) else redact_url(str(value))
     return text[:6000]
 
 

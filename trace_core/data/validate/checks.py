@@ -1,10 +1,12 @@
 """Reading M-BEIR files leniently into tables whose boolean columns encode the validation rules.
 
-Structural problems (malformed JSON, missing fields, wrong types, bad qrels lines) are
-collected as :class:`Issue` s with file and line while streaming; every well-formed row goes
-into a pandas table where cross-file rules (qrels ids resolvable, positives in the pool,
-instruction coverage, images present and decodable) become boolean columns that the Great
-Expectations suites in :mod:`trace_core.data.validate` check.
+Structural problems (bytes that are not UTF-8, malformed JSON, missing fields, wrong types,
+bad qrels lines, an image path that leaves the data root) are collected as :class:`Issue` s
+with file, line (and record) while streaming; every well-formed row goes into a pandas table
+where cross-file rules (qrels ids resolvable, positives in the pool, test queries in their
+qrels, instruction coverage, images present and decodable) become boolean columns that the
+Great Expectations suites in :mod:`trace_core.data.validate` check. A path refused by
+:mod:`trace_core.data.files` is never opened.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
+from trace_core.data.files import IMAGE_ERRORS, DataFiles
 from trace_core.data.instructions import parse_instructions
 from trace_core.data.mbeir import (
     CANDIDATE_FIELDS,
@@ -34,9 +37,10 @@ from trace_core.data.mbeir import (
     instructions_file,
     local_pool_file,
     parse_qrels_line,
+    qrels_file,
     query_file,
 )
-from trace_core.io import DataError, parse_jsonl_line
+from trace_core.io import DataError, decode_line, iter_raw_lines, parse_jsonl_line
 from trace_core.types import MODALITIES
 
 _QUERY_NAME = re.compile(r"^mbeir_(?P<stem>.+)_(?P<split>test|val)\.jsonl$")
@@ -65,6 +69,7 @@ class Tables:
     images: pd.DataFrame
     instructions: pd.DataFrame
     files: pd.DataFrame
+    tasks: pd.DataFrame
     issues: list[Issue] = field(default_factory=list)
     found_test_tasks: list[str] = field(default_factory=list)
 
@@ -100,17 +105,16 @@ def iter_objects(
     path: Path, spec: dict[str, tuple[type, ...]], issues: list[Issue]
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line, object)`` for well-formed lines; record an issue for every other line."""
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            try:
-                obj = parse_jsonl_line(path, lineno, line)
-                if obj is None:
-                    continue
-                check_fields(obj, spec, path, f"line {lineno}")
-            except DataError as err:
-                issues.append(Issue(err.path, err.where, err.rule))
+    for lineno, offset, raw in iter_raw_lines(path):
+        try:
+            obj = parse_jsonl_line(path, lineno, decode_line(raw, path, lineno, offset))
+            if obj is None:
                 continue
-            yield lineno, obj
+            check_fields(obj, spec, path, f"line {lineno}")
+        except DataError as err:
+            issues.append(Issue(err.path, err.where, err.rule))
+            continue
+        yield lineno, obj
 
 
 def record_key(obj: dict[str, Any]) -> str:
@@ -119,21 +123,34 @@ def record_key(obj: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def read_queries(path: Path, issues: list[Issue]) -> list[dict[str, Any]]:
-    """Query rows of one file (only the columns the rules need, plus a digest of the record)."""
+def safe_image(
+    img: str | None, field: str, files: DataFiles, path: Path, where: str, issues: list[Issue]
+) -> str | None:
+    """``img`` if it resolves inside the data root; else an issue is recorded and None returned."""
+    problem = files.problem(img) if img is not None else None
+    if problem:
+        issues.append(Issue(str(path), where, f"{field} {problem}"))
+        return None
+    return img
+
+
+def read_queries(path: Path, files: DataFiles, issues: list[Issue]) -> list[dict[str, Any]]:
+    """Query rows of one file (the columns the rules need, a digest of the record; unsafe image paths become None)."""
     rows = []
     for lineno, o in iter_objects(path, QUERY_FIELDS, issues):
         pos = [d for d in o["pos_cand_list"] if isinstance(d, str)]
         if len(pos) != len(o["pos_cand_list"]):
             issues.append(Issue(str(path), f"line {lineno}", "pos_cand_list must hold did strings"))
             continue
+        where = f"line {lineno} (record {o['qid']})"
         rows.append(
             {
                 "file": str(path),
                 "line": lineno,
                 "qid": o["qid"],
                 "has_txt": o["query_txt"] is not None,
-                "img_path": o["query_img_path"],
+                "has_img": o["query_img_path"] is not None,
+                "img_path": safe_image(o["query_img_path"], "query_img_path", files, path, where, issues),
                 "query_modality": o["query_modality"],
                 "task_id": o["task_id"],
                 "positives": pos,
@@ -143,15 +160,18 @@ def read_queries(path: Path, issues: list[Issue]) -> list[dict[str, Any]]:
     return rows
 
 
-def read_candidates(path: Path, issues: list[Issue]) -> list[dict[str, Any]]:
-    """Candidate rows of one pool file."""
+def read_candidates(path: Path, files: DataFiles, issues: list[Issue]) -> list[dict[str, Any]]:
+    """Candidate rows of one pool file (unsafe image paths become None)."""
     return [
         {
             "file": str(path),
             "line": lineno,
             "did": o["did"],
             "has_txt": o["txt"] is not None,
-            "img_path": o["img_path"],
+            "has_img": o["img_path"] is not None,
+            "img_path": safe_image(
+                o["img_path"], "img_path", files, path, f"line {lineno} (record {o['did']})", issues
+            ),
             "modality": o["modality"],
         }
         for lineno, o in iter_objects(path, CANDIDATE_FIELDS, issues)
@@ -159,18 +179,18 @@ def read_candidates(path: Path, issues: list[Issue]) -> list[dict[str, Any]]:
 
 
 def read_qrels_rows(path: Path, issues: list[Issue]) -> list[dict[str, Any]]:
-    """Qrels rows; a malformed line is an issue, not an exception."""
+    """Qrels rows; a malformed line (or one that is not UTF-8) is an issue, not an exception."""
     rows = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    for lineno, offset, raw in iter_raw_lines(path):
+        try:
+            line = decode_line(raw, path, lineno, offset)
             if not line.strip():
                 continue
-            try:
-                qid, did, task = parse_qrels_line(line, path, lineno)
-            except DataError as err:
-                issues.append(Issue(err.path, err.where, err.rule))
-                continue
-            rows.append({"file": str(path), "line": lineno, "qid": qid, "did": did, "task_id": task})
+            qid, did, task = parse_qrels_line(line, path, lineno)
+        except DataError as err:
+            issues.append(Issue(err.path, err.where, err.rule))
+            continue
+        rows.append({"file": str(path), "line": lineno, "qid": qid, "did": did, "task_id": task})
     return rows
 
 
@@ -198,8 +218,7 @@ def query_rules(
     """Add the query rule columns; ``pools`` maps pool file -> did -> modality."""
     out = q.copy()
     out["modality_matches_content"] = [
-        modality_matches(m, t, isinstance(i, str))
-        for m, t, i in zip(out.query_modality, out.has_txt, out.img_path, strict=True)
+        modality_matches(m, t, i) for m, t, i in zip(out.query_modality, out.has_txt, out.has_img, strict=True)
     ]
     qmod = [TASKS.get(t, ("?", "?"))[0] for t in out.task_id]
     out["task_matches_query_modality"] = [a == b for a, b in zip(qmod, out.query_modality, strict=True)]
@@ -246,8 +265,7 @@ def candidate_rules(c: pd.DataFrame) -> pd.DataFrame:
     """Add the candidate rule columns."""
     out = c.copy()
     out["modality_matches_content"] = [
-        modality_matches(m, t, isinstance(i, str))
-        for m, t, i in zip(out.modality, out.has_txt, out.img_path, strict=True)
+        modality_matches(m, t, i) for m, t, i in zip(out.modality, out.has_txt, out.has_img, strict=True)
     ]
     return out
 
@@ -271,6 +289,34 @@ def qrels_rules(
     return out
 
 
+def query_in_qrels(q: pd.DataFrame, qrels: pd.DataFrame, root: Path) -> list[bool]:
+    """Per query: a test query (standard file name) has a line in its task's qrels file."""
+    by_file: dict[str, set[str]] = {}
+    for f, qid in zip(qrels.file, qrels.qid, strict=True):
+        by_file.setdefault(f, set()).add(qid)
+    out = []
+    for f, qid in zip(q.file, q.qid, strict=True):
+        m = _QUERY_NAME.match(Path(f).name)
+        if Path(f).parent.name != "test" or not m or m.group("split") != "test":
+            out.append(True)
+            continue
+        out.append(qid in by_file.get(str(qrels_file(root, "test", m.group("stem"))), set()))
+    return out
+
+
+def task_table(root: Path, stems: list[str]) -> pd.DataFrame:
+    """One row per test task present: its qrels file and whether it exists."""
+    rows = [
+        {
+            "stem": stem,
+            "qrels_file": str(qrels_file(root, "test", stem)),
+            "has_qrels": qrels_file(root, "test", stem).is_file(),
+        }
+        for stem in stems
+    ]
+    return pd.DataFrame(rows, columns=["stem", "qrels_file", "has_qrels"])
+
+
 def sampled(path: str, fraction: float) -> bool:
     """Stable pseudo-random sample of image paths (same paths for the same fraction)."""
     if fraction >= 1.0:
@@ -284,13 +330,17 @@ def decodes(path: Path) -> bool:
     try:
         with Image.open(path) as im:
             im.load()
-    except (OSError, SyntaxError, ValueError):
+    except IMAGE_ERRORS:
         return False
     return True
 
 
 def image_table(refs: dict[str, str], root: Path, fraction: float) -> pd.DataFrame:
-    """One row per referenced image (sampled): where it is referenced, exists, decodes."""
+    """One row per referenced image (sampled): where it is referenced, exists, decodes.
+
+    ``refs`` holds only paths :class:`~trace_core.data.files.DataFiles` accepted, so every file
+    opened here lies inside the data root.
+    """
     rows = []
     for rel, ref in refs.items():
         if not sampled(rel, fraction):
@@ -331,8 +381,19 @@ def found_tasks(root: Path) -> list[str]:
     return [t.stem for t in TEST_TASKS if query_file(root, "test", t.stem).exists()]
 
 
-QUERY_COLUMNS = ["file", "line", "qid", "has_txt", "img_path", "query_modality", "task_id", "positives", "record"]
-CANDIDATE_COLUMNS = ["file", "line", "did", "has_txt", "img_path", "modality"]
+QUERY_COLUMNS = [
+    "file",
+    "line",
+    "qid",
+    "has_txt",
+    "has_img",
+    "img_path",
+    "query_modality",
+    "task_id",
+    "positives",
+    "record",
+]
+CANDIDATE_COLUMNS = ["file", "line", "did", "has_txt", "has_img", "img_path", "modality"]
 QRELS_COLUMNS = ["file", "line", "qid", "did", "task_id"]
 
 
@@ -340,14 +401,14 @@ def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def _image_refs(frames: list[pd.DataFrame]) -> dict[str, str]:
-    """First reference of every image path (queries and local pools before union pools)."""
+def _image_refs(frames: list[tuple[pd.DataFrame, str]]) -> dict[str, str]:
+    """First reference (file, line, record id) of every image path; queries and local pools first."""
     refs: dict[str, str] = {}
     for union_pass in (False, True):
-        for df in frames:
-            for f, line, img in zip(df.file, df.line, df.img_path, strict=True):
+        for df, id_col in frames:
+            for f, line, ident, img in zip(df.file, df.line, df[id_col], df.img_path, strict=True):
                 if isinstance(img, str) and img not in refs and ("/global/" in f) == union_pass:
-                    refs[img] = f"{f}:line {line}"
+                    refs[img] = f"{f}:line {line} ({ident})"
     return refs
 
 
@@ -364,23 +425,27 @@ def collect(root: Path, image_fraction: float) -> Tables:
     """Stream every M-BEIR file under ``root`` and build the rule tables."""
     issues: list[Issue] = []
     found = discover(root)
-    cand = {str(p): read_candidates(p, issues) for p in found["candidates"]}
+    files = DataFiles(root)
+    cand = {str(p): read_candidates(p, files, issues) for p in found["candidates"]}
     pools = {f: {r["did"]: r["modality"] for r in rows} for f, rows in cand.items()}
-    qrows = {str(p): read_queries(p, issues) for p in found["queries"]}
-    qrels = [r for p in found["qrels"] for r in read_qrels_rows(p, issues)]
+    qrows = {str(p): read_queries(p, files, issues) for p in found["queries"]}
+    qrels = _frame([r for p in found["qrels"] for r in read_qrels_rows(p, issues)], QRELS_COLUMNS)
     instructions, keys = instruction_table(root, issues)
     pool_of = {f: str(query_pool(root, Path(f))) for f in qrows}
     queries = _frame([r for rows in qrows.values() for r in rows], QUERY_COLUMNS)
+    queries["in_qrels"] = query_in_qrels(queries, qrels, root)
     candidates = candidate_rules(_frame([r for rows in cand.values() for r in rows], CANDIDATE_COLUMNS))
     qids = {f: {r["qid"] for r in rows} for f, rows in qrows.items()}
     instr_files = [instructions_file(root)] if instructions_file(root).exists() else []
+    tasks = found_tasks(root)
     return Tables(
         queries=query_rules(queries, pools, pool_of, keys),
         candidates=candidates,
-        qrels=qrels_rules(_frame(qrels, QRELS_COLUMNS), qids, pools, root),
-        images=image_table(_image_refs([queries, candidates]), root, image_fraction),
+        qrels=qrels_rules(qrels, qids, pools, root),
+        images=image_table(_image_refs([(queries, "qid"), (candidates, "did")]), root, image_fraction),
         instructions=instructions,
         files=file_table([*found["queries"], *found["candidates"], *found["qrels"], *instr_files], issues),
+        tasks=task_table(root, tasks),
         issues=issues,
-        found_test_tasks=found_tasks(root),
+        found_test_tasks=tasks,
     )

@@ -41,6 +41,8 @@ RATIONALE: dict[str, str] = {
     "is a labelling error",
     "instruction_covered": "every query is encoded with an instruction for its (dataset, modality) key; "
     "without one it would be encoded differently from training",
+    "query_in_qrels": "recall is computed over the qrels' queries: a test query without a judgement is "
+    "silently left out of its task's number (or scored 0 by tools that read the query file)",
     "did_format": "the dataset id in a did ties a candidate to its pool and to the qrels",
     "did_unique_per_pool": "index positions map back to dids; a duplicate did makes two vectors answer for "
     "one candidate",
@@ -51,6 +53,8 @@ RATIONALE: dict[str, str] = {
     "qrels_did_in_pool": "a judged positive outside the pool can never be found, which lowers recall for "
     "reasons the model cannot influence",
     "qrels_task_matches_file": "qrels of another task in this file would score queries against foreign labels",
+    "test_task_has_qrels": "without its qrels file a task cannot be scored and its table column would be "
+    "empty while the average quietly covers fewer tasks",
     "image_exists": "export reads every referenced image; a missing file stops the pipeline mid-run",
     "image_decodes": "a truncated or corrupt image fails (or silently degrades) the image encoder",
     "instruction_dataset_known": "instructions are keyed by dataset id; an unknown id is a typo that leaves "

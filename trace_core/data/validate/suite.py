@@ -38,6 +38,7 @@ IDS: dict[str, list[str]] = {
     "images": ["img_path", "referenced_at"],
     "instructions": ["file", "line"],
     "files": ["file", "first_issue"],
+    "tasks": ["stem", "qrels_file"],
 }
 
 
@@ -109,6 +110,7 @@ RULES: tuple[Rule, ...] = (
         "positives have the task's candidate modality",
     ),
     _flag("instruction_covered", "queries", "instruction_covered", "instructions have a prompt for the query's key"),
+    _flag("query_in_qrels", "queries", "in_qrels", "every test query appears in its task's qrels file"),
     Rule(
         "did_format", "candidates", "regex", "did", "did is '<dataset_id>:<n>' with a known dataset id", regex=ID_REGEX
     ),
@@ -130,6 +132,7 @@ RULES: tuple[Rule, ...] = (
     _flag("qrels_qid_in_query_file", "qrels", "qid_in_query_file", "every qrels qid exists in its query file"),
     _flag("qrels_did_in_pool", "qrels", "did_in_pool", "every qrels did exists in the task's pool"),
     _flag("qrels_task_matches_file", "qrels", "task_matches_file", "qrels task id agrees with the file name"),
+    _flag("test_task_has_qrels", "tasks", "has_qrels", "every test task present has its qrels file"),
     _flag("image_exists", "images", "exists", "every referenced image exists"),
     _flag("image_decodes", "images", "decodes", "every referenced image decodes"),
     Rule(
@@ -162,6 +165,8 @@ def _locate(item: dict[str, Any], table: str) -> str:
         return f"{item.get('img_path')} (referenced at {item.get('referenced_at')})"
     if table == "files":
         return str(item.get("first_issue") or item.get("file"))
+    if table == "tasks":
+        return f"{item.get('stem')}: {item.get('qrels_file')}"
     ident = item.get("qid") or item.get("did")
     return f"{item.get('file')}:line {item.get('line')}" + (f" ({ident})" if ident else "")
 
