@@ -174,7 +174,7 @@ def run(params: Params, paths: Paths, encoder: Encoder | None = None) -> dict[st
         cache = EmbeddingCache(encoder, paths.zeroshot_root, ex, mode)
         for task in tqdm(tasks, desc="zero-shot tasks", unit="task", disable=None):
             results[task.name] = evaluate_task(task, cache, zp.keep_k, zp.run_id, paths.zeroshot_crops)
-            log.info("%s: %s", task.name, {k: round(v, 4) for k, v in results[task.name].metrics.items()})
+            log.debug("%s: %s", task.name, {k: round(v, 4) for k, v in results[task.name].metrics.items()})
     model_id = encoder.model_id if encoder is not None else None
     metrics = collect_metrics(tasks, {k: r.metrics for k, r in results.items()}, missing, model_id)
     write_runs(paths.reports_dir / "zeroshot", results)
@@ -182,6 +182,8 @@ def run(params: Params, paths: Paths, encoder: Encoder | None = None) -> dict[st
     write_text(paths.reports_dir / "zeroshot.md", markdown(metrics, data_source(paths.zeroshot_root), mode))
     timings = throughput(results)
     write_json(paths.timings_file("evaluate_zeroshot"), timings)
+    columns = f"{metrics['n_columns']} of {len(metrics['columns'])} table columns"
+    log.info("evaluate_zeroshot: %d tasks scored, %s; missing: %s", len(results), columns, ", ".join(missing) or "none")
     if params.tracking.enabled:
         from trace_core import tracking  # metrics file and reports are logged by the CLI's stage run
         from trace_core.flatten import numeric_leaves

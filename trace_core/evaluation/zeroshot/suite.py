@@ -110,7 +110,7 @@ def load_suite(ctx: LoadContext, datasets: Sequence[str]) -> tuple[list[ZsTask],
         for task in loaded:
             for note in task.notes:
                 log.warning("%s: %s", task.name, note)
-        log.info("%s: %s", name, ", ".join(f"{t.name} ({len(t.queries)} queries)" for t in loaded))
+        log.debug("%s: %s", name, ", ".join(f"{t.name} ({len(t.queries)} queries)" for t in loaded))
         tasks += loaded
     return tasks, missing
 
