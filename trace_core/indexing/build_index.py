@@ -95,7 +95,7 @@ def build_milvus(
     client: Any, params: Params, pools: dict[str, Path], manifests: dict[str, dict[str, Any]]
 ) -> dict[str, str]:
     """Build staging collections, then swap them in; returns ``pool -> collection``."""
-    from trace_core.indexing.milvus import MilvusIndex, list_trace_collections, seal_and_load_all
+    from trace_core.indexing.milvus import MilvusIndex, list_trace_collections, load_all
 
     model_id = _model_id(manifests)
     for stale in list_trace_collections(client, model_prefix(model_id)):
@@ -107,7 +107,7 @@ def build_milvus(
         for stem, name in names.items():
             built.append(MilvusIndex.create(client, name + STAGING, manifests[stem]["dim"], params.index))
             fill(built[-1], pools[stem], manifests[stem]["count"])
-        seal_and_load_all(built)
+        load_all(built)
     except BaseException:
         for name in names.values():
             if client.has_collection(name + STAGING):

@@ -220,16 +220,12 @@ class MilvusIndex:
         return scores, positions
 
 
-def seal_and_load_all(indexes: list[MilvusIndex]) -> None:
-    """Seal and load several new collections at once (on a server each flush or load waits 2-4 s)."""
+def load_all(indexes: list[MilvusIndex]) -> None:
+    """:meth:`MilvusIndex.load` several collections at once (on a server each flush or load waits 2-4 s)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def ready(index: MilvusIndex) -> None:
-        index.seal()
-        index._client.load_collection(index.name)
-
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(indexes)))) as pool:
-        list(pool.map(ready, indexes))
+        list(pool.map(MilvusIndex.load, indexes))
 
 
 def list_trace_collections(client: Any, prefix: str) -> list[str]:
