@@ -80,3 +80,16 @@ def test_unknown_isolation_is_refused():
     with pytest.raises(ValueError, match="isolation 'vm'"):
         resolve_isolation("vm")
     assert resolve_isolation("none") == ("none", None)
+
+
+def test_busy_port_is_named_before_any_server_starts(tmp_path):
+    import socket
+
+    from trace_core.indexing.milvus_server import netns_command, serve
+
+    if netns_command() is None:
+        pytest.skip("no network namespace here (unshare refused)")
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        with pytest.raises(MilvusServerError, match=f"cannot listen on 127.0.0.1:{port}"):
+            serve(tmp_path / "server", port, None, "netns", None)

@@ -305,7 +305,10 @@ def serve(
         run_server(base, port, secret, mode, None, session_ttl_s)
         return
     assert prefix is not None
-    listener = socket.create_server(("127.0.0.1", port))
+    try:
+        listener = socket.create_server(("127.0.0.1", port))
+    except OSError as err:
+        raise MilvusServerError(f"cannot listen on 127.0.0.1:{port}: {err}") from None
     listener.set_inheritable(True)
     argv = [sys.executable, "-m", MODULE, "_inner", "--base", str(base), "--port", str(port)]
     argv += ["--listen-fd", str(listener.fileno()), "--session-ttl", str(session_ttl_s)]
@@ -458,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             listener = socket.socket(fileno=args.listen_fd)
             run_server(args.base, args.port, args.secret, "netns", listener, args.session_ttl)
-    except MilvusServerError as err:
+    except (MilvusServerError, RuntimeError, OSError) as err:  # the milvus package raises RuntimeError
         log.error("%s", err)
         sys.exit(1)
 
