@@ -55,7 +55,7 @@ lint: install ## ruff + mypy
 	$(BIN)/mypy
 
 ablation: install ## routing adaptive/never/always + a no-chain control on M-BEIR-mini -> reports/ablation.md
-	$(BIN)/python -m trace_core.ablation
+	$(BIN)/python -m flows.ablation
 
 prefect-up: install ## start a Prefect server on 127.0.0.1 and serve the deployments (background)
 	scripts/prefect-up.sh

@@ -21,19 +21,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.dvc import (
-    IO_STAGES,
-    PHASES,
-    STAGE_METRICS,
-    Scalar,
-    apply_overrides,
-    dvc_command,
-    read_metrics,
-    stage_env,
-    stream,
-)
-from trace_core.config import parse_params
+from flows.dvc import Scalar, dvc_command, dvc_value, read_metrics, stage_env, stream
+from trace_core.config import apply_overrides, parse_params
 from trace_core.env import quiet_environment
+from trace_core.paths import Paths
+from trace_core.stages import PHASES, STAGES, phase_stages
 
 PROJECT_ENV = "TRACE_PROJECT_DIR"
 PARENT_ENV = "TRACE_PARENT_RUN_ID"
@@ -96,7 +88,8 @@ def publish_metrics(stage: str, config: RunConfig) -> dict[str, float]:
     """Publish a stage's DVC metrics file as a Prefect table artifact."""
     root = project_dir(config)
     params = _load_params(root, config)
-    metrics = read_metrics(root / params.paths.metrics_dir / STAGE_METRICS[stage])
+    metrics_file = STAGES[stage].metrics_file(Paths.from_params(params, root))
+    metrics = read_metrics(metrics_file) if metrics_file else {}
     if metrics:
         rows = [{"metric": k, "value": round(v, 6)} for k, v in sorted(metrics.items())]
         create_table_artifact(rows, key=_artifact_key(f"trace-metrics-{stage}"), description=f"DVC metrics of {stage}")
@@ -105,16 +98,17 @@ def publish_metrics(stage: str, config: RunConfig) -> dict[str, float]:
 
 def _load_params(root: Path, config: RunConfig) -> Any:
     raw = yaml.safe_load((root / "params.yaml").read_text()) or {}
-    return parse_params(apply_overrides(raw, config.overrides), str(root / "params.yaml"))
+    overrides = {k: dvc_value(k, v) for k, v in config.overrides.items()}
+    return parse_params(apply_overrides(raw, overrides), str(root / "params.yaml"))
 
 
 def _run_phase(phase: str, config: RunConfig, parent_run_id: str) -> dict[str, dict[str, float]]:
     published: dict[str, dict[str, float]] = {}
-    for stage in PHASES[phase]:
-        runner = run_io_stage if stage in IO_STAGES else run_stage
-        runner(stage, config, parent_run_id)
-        if stage in STAGE_METRICS:
-            published[stage] = publish_metrics(stage, config)
+    for stage in phase_stages(phase):
+        runner = run_io_stage if stage.io_bound else run_stage
+        runner(stage.name, config, parent_run_id)
+        if stage.metrics:
+            published[stage.name] = publish_metrics(stage.name, config)
     return published
 
 

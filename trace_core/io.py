@@ -77,17 +77,41 @@ def parse_jsonl_line(path: str | Path, lineno: int, line: str) -> dict[str, Any]
     return obj
 
 
+def iter_raw_lines(path: str | Path) -> Iterator[tuple[int, int, bytes]]:
+    """Stream ``(line_number, byte_offset_of_line, raw_bytes)`` of a file."""
+    offset = 0
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            yield lineno, offset, raw
+            offset += len(raw)
+
+
+def decode_line(raw: bytes, path: str | Path, lineno: int, offset: int) -> str:
+    """A line's bytes as strict UTF-8; :class:`DataError` names the file, line and byte offset."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        rule = f"not UTF-8: byte 0x{raw[err.start]:02x} at byte offset {offset + err.start} of the file"
+        raise DataError(path, f"line {lineno}", rule) from None
+
+
+def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Stream ``(line_number, line)`` of a strictly UTF-8 file (a bad byte is a located :class:`DataError`)."""
+    for lineno, offset, raw in iter_raw_lines(path):
+        yield lineno, decode_line(raw, path, lineno, offset)
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Stream ``(line_number, object)`` from a JSONL file; blank lines are skipped.
 
-    Raises :class:`DataError` naming the file and line for malformed JSON or a non-object.
+    Raises :class:`DataError` naming the file and line for bytes that are not UTF-8 (with the
+    byte offset), malformed JSON or a non-object.
     """
     p = Path(path)
-    with open(p, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            obj = parse_jsonl_line(p, lineno, line)
-            if obj is not None:
-                yield lineno, obj
+    for lineno, line in iter_text_lines(p):
+        obj = parse_jsonl_line(p, lineno, line)
+        if obj is not None:
+            yield lineno, obj
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -44,6 +44,11 @@ class Paths:
         return self.cot_dir / "raw"
 
     @property
+    def cot_raw_manifest(self) -> Path:
+        """Manifest of the raw teacher outputs (written last by cot_generate)."""
+        return self.cot_raw_dir / "manifest.json"
+
+    @property
     def cot_curated(self) -> Path:
         """Chains kept by both filters."""
         return self.cot_dir / "curated.jsonl"
@@ -68,10 +73,19 @@ class Paths:
         """DVC metrics JSON of a stage."""
         return self.metrics_dir / f"{stage}.json"
 
+    def timings_file(self, stage: str) -> Path:
+        """Run-specific measurements of a stage (wall time, throughput): never a DVC output."""
+        return self.metrics_dir / "timings" / f"{stage}.json"
+
     @property
     def milvus_db(self) -> Path:
         """Default Milvus Lite database file."""
         return self.index_dir / "milvus.db"
+
+    @property
+    def embeddings_manifest(self) -> Path:
+        """Top manifest of the export (written last): model id, query and pool manifests."""
+        return self.embeddings_dir / "manifest.json"
 
     @property
     def index_manifest(self) -> Path:

@@ -127,7 +127,7 @@ def query_encode_item(q: QueryRecord, params: Params, paths: Paths) -> tuple[Enc
 
     path = instructions_file(paths.data_root)
     instructions = parse_instructions(path) if path.exists() else Instructions({})
-    return query_item(q, instructions, params.base.seed)
+    return query_item(q, instructions, params.base.seed, params.data.normalize_text)
 
 
 def image_arg(image: Path | None) -> str | None:

@@ -11,8 +11,6 @@ from _trace_project import make_project, run
 
 from flows.dvc import dvc_command, format_override
 
-prefect = pytest.importorskip("prefect")
-
 
 @pytest.fixture(scope="module")
 def harness() -> Iterator[None]:

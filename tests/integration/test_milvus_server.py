@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_export_pipeline import DIM, KeyEncoder, make_layout
+from export_doubles import DIM, KeyEncoder, make_layout
 
 from trace_core.config import IndexParams, Params
 from trace_core.evaluation import evaluate

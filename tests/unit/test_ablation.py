@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from trace_core import ablation
+from flows import ablation as flow
 from trace_core.config import Params
 from trace_core.data.mbeir import TEST_TASKS
+from trace_core.evaluation import ablation
 
 
 def _metrics(recall: float, reasoned: float, qps: float) -> dict:
@@ -20,11 +21,15 @@ def _metrics(recall: float, reasoned: float, qps: float) -> dict:
         }
         for t in TEST_TASKS
     }
-    return {"local": {"table": table}, "routing": routing, "query_qps": qps}
+    return {"local": {"table": table}, "routing": routing}
+
+
+def _row(recall: float, reasoned: float, qps: float) -> dict:
+    return ablation.summarise(_metrics(recall, reasoned, qps), {"query_qps": qps})
 
 
 def test_summarise_weights_rates_by_queries() -> None:
-    s = ablation.summarise(_metrics(0.5, 0.25, 40.0))
+    s = _row(0.5, 0.25, 40.0)
     assert s["average"] == 0.5 and s["routing"]["reasoned"] == 0.25 and s["routing"]["direct"] == 0.75
     assert s["mean_new_tokens"] == 5.0 and s["query_qps"] == 40.0
     assert set(s["tasks"]) == {t.stem for t in TEST_TASKS}
@@ -32,9 +37,9 @@ def test_summarise_weights_rates_by_queries() -> None:
 
 def test_report_states_measured_differences() -> None:
     rows = {
-        "adaptive": ablation.summarise(_metrics(0.5, 0.25, 40.0)),
-        "never": ablation.summarise(_metrics(0.4, 0.0, 80.0)),
-        "no-chains": ablation.summarise(_metrics(0.3, 0.0, 80.0)),
+        "adaptive": _row(0.5, 0.25, 40.0),
+        "never": _row(0.4, 0.0, 80.0),
+        "no-chains": _row(0.3, 0.0, 80.0),
     }
     meta = {
         "git_commit": "0123456789abcdef",
@@ -52,6 +57,6 @@ def test_report_states_measured_differences() -> None:
 
 
 def test_set_args_and_overrides() -> None:
-    assert ablation.set_args({"a.b": [], "c": 0.0, "d": "never"}) == ["-S", "a.b=[]", "-S", "c=0.0", "-S", "d=never"]
-    p = ablation.apply_overrides(Params(), {"train.lambda_gen": 0.0, "cot_generate.routing.reason_datasets": []})
+    assert flow.set_args({"a.b": [], "c": 0.0, "d": "never"}) == ["-S", "a.b=[]", "-S", "c=0.0", "-S", "d=never"]
+    p = flow.with_overrides(Params(), {"train.lambda_gen": 0.0, "cot_generate.routing.reason_datasets": []})
     assert p.train.lambda_gen == 0.0 and p.cot_generate.routing.reason_datasets == []

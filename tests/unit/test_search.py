@@ -60,9 +60,11 @@ def test_instruction_applied_like_export(tmp_path):
     item, instruction = query_encode_item(
         query_record("a red car", None, TEST_TASKS_BY_STEM["mscoco_task0"]), params, paths
     )
-    assert instruction.startswith("Find me") and item.text.endswith("caption: a red car.")
+    assert instruction.startswith("Find me") and item.text.startswith("Find me") and item.text.endswith("a red car.")
     item, instruction = query_encode_item(query_record("a red car", None, None), params, paths)
-    assert (instruction, item.text, item.task_id) == ("", "a red car", 0)
+    assert (instruction, item.text, item.task_id) == ("", "A red car.", 0)  # data.normalize_text: uniir
+    raw = params.model_copy(update={"data": params.data.model_copy(update={"normalize_text": "none"})})
+    assert query_encode_item(query_record("a red car", None, None), raw, paths)[0].text == "a red car"
 
 
 def test_render_hits_is_aligned_and_clipped():

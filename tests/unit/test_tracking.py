@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
 import pytest
 
+from trace_core import tracking
 from trace_core.config import Params
-
-mlflow = pytest.importorskip("mlflow")
-tracking = pytest.importorskip("trace_core.tracking")
+from trace_core.stages import STAGES
+from trace_core.tracking.runs import stage_params
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +23,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def params(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Params:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    monkeypatch.setenv("DVC_STAGE", "test")  # as under `dvc repro`: stage runs hang under one parent
     monkeypatch.chdir(tmp_path)
     name = request.node.name.replace("_", "-")
     raw = {
@@ -52,13 +54,13 @@ def test_params_hash_and_stage_params(params: Params) -> None:
     assert len(tracking.params_hash(params)) == 12
     other = params.model_copy(update={"base": params.base.model_copy(update={"seed": 7})})
     assert tracking.params_hash(other) != tracking.params_hash(params)
-    sp = tracking.stage_params(params, "train")
+    sp = stage_params(params, STAGES["train"].params)
     assert "base.seed" in sp and "train.lambda_gen" in sp and "model.family" in sp
     assert not any(k.startswith(("export.", "base.run_name")) for k in sp)
 
 
 def test_stages_share_one_parent(params: Params) -> None:
-    with tracking.stage_run(params, "download") as first:
+    with tracking.stage_run(params, "download", STAGES["download"].params) as first:
         tracking.log_metrics({"n_queries": 3, "bad": float("nan"), "flag": True})
     with tracking.stage_run(params, "validate") as second:
         tracking.log_metrics({"success": 1.0})
@@ -77,6 +79,23 @@ def test_stages_share_one_parent(params: Params) -> None:
     with tracking.stage_run(params, "download") as again:
         pass
     assert client.get_run(again).data.tags["mlflow.parentRunId"] != parent
+
+
+def test_outside_a_pipeline_a_stage_is_one_run_that_always_ends(
+    params: Params, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`trace validate --data-root DIR` typed by a user: one top-level run, never a dangling parent."""
+    monkeypatch.delenv("DVC_STAGE")
+    client = _client(params)
+    with tracking.stage_run(params, "validate") as ok:
+        pass
+    with pytest.raises(ValueError), tracking.stage_run(params, "validate") as bad:
+        raise ValueError("bad data")
+    assert client.get_run(ok).info.status == "FINISHED" and client.get_run(bad).info.status == "FAILED"
+    assert "mlflow.parentRunId" not in client.get_run(ok).data.tags
+    exp = client.get_experiment_by_name(params.tracking.experiment)
+    running = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'")
+    assert running == []
 
 
 def test_env_parent_and_failed_stage(params: Params, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,3 +157,36 @@ def test_promote_model_finds_version_by_model_id(params: Params) -> None:
         assert tracking.promote_model(params, "unknown-id", 0.9) == ""
         assert tracking.promote_model(params, "abc123", 0.2) == "champion"
     assert str(client.get_model_version_by_alias(name, "champion").version) == version
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("http://alice:s3cret@teacher.example:8000/v1?api_key=k#frag", "http://teacher.example:8000/v1"),
+        ("https://token@host/v1", "https://host/v1"),
+        ("http://[::1]:8000/v1?key=1", "http://[::1]:8000/v1"),
+        ("https://host.example/v1", "https://host.example/v1"),
+        ("sqlite:///mlruns.db", "sqlite:///mlruns.db"),
+        ("data/mbeir", "data/mbeir"),
+        ("http://user:pw@[::1", "http://<redacted>"),  # unparsable: nothing of it is kept
+    ],
+)
+def test_redact_url(url: str, logged: str) -> None:
+    from trace_core.redact import redact_url
+
+    assert redact_url(url) == logged
+
+
+def test_urls_logged_without_credentials(params: Params) -> None:
+    url = "http://alice:s3cret@teacher.example:8000/v1?api_key=k3y"
+    teacher = {"kind": "openai", "model": "m", "base_url": url}
+    raw = {**params.model_dump(by_alias=True), "cot_generate": {"teacher": teacher}}
+    p = Params.model_validate(raw)
+    with tracking.stage_run(p, "cot_generate") as rid:
+        pass
+    client = _client(p)
+    run = client.get_run(rid)
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    for logged in (run.data.params, parent.data.params):
+        assert logged["cot_generate.teacher.base_url"] == "http://teacher.example:8000/v1"
+        assert not [k for k, v in logged.items() if "s3cret" in v or "k3y" in v]

@@ -8,6 +8,7 @@ archives are marked done, and file hashes are cached by (size, mtime).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -132,9 +133,12 @@ def _load_hash_cache(path: Path) -> dict[str, list[Any]]:
     return cache if isinstance(cache, dict) else {}
 
 
-def build_manifest(root: Path, rels: Iterable[str], source: dict[str, Any]) -> dict[str, Any]:
-    """Size and sha256 of each file (hashes cached by size and mtime across interrupted runs)."""
-    cache_path = root / STATE_DIR / "hashes.json"
+def build_manifest(root: Path, rels: Iterable[str], source: dict[str, Any], cache_path: Path) -> dict[str, Any]:
+    """Size and sha256 of each file; the manifest holds nothing machine- or run-specific.
+
+    Hashes are cached by (size, mtime) across interrupted runs in ``cache_path``, which lies
+    outside the dataset root (the state folder), so the DVC output stays byte-reproducible.
+    """
     cache = _load_hash_cache(cache_path)
     files = []
     for i, rel in enumerate(tqdm(sorted(rels), desc="sha256", unit="file", disable=None)):
@@ -152,6 +156,12 @@ def build_manifest(root: Path, rels: Iterable[str], source: dict[str, Any]) -> d
         "total_bytes": sum(f["size"] for f in files),
         "files": files,
     }
+
+
+def hash_cache_path(paths: Paths, root: Path) -> Path:
+    """Where the (size, mtime) -> sha256 cache of ``root`` lives: the state folder, keyed by the root."""
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    return paths.state_dir / "download" / f"hashes-{key}.json"
 
 
 def manifest_is_current(root: Path, source: dict[str, Any]) -> bool:
@@ -219,7 +229,7 @@ def run(
     root = out or paths.data_root
     chosen, src = resolve_source(params.download, profile, from_dir)
     if src is not None:
-        source: dict[str, Any] = {"profile": chosen, "from_dir": str(src.resolve())}
+        source: dict[str, Any] = {"profile": chosen, "from_dir": src.resolve().name}  # no machine path
     elif chosen == "mini":
         source = {"profile": "mini", "seed": params.base.seed, "mini": params.download.mini.model_dump()}
     else:
@@ -236,7 +246,7 @@ def run(
         rels = generate_mini(params, root)
     else:
         rels = fetch_full(params.download, root)
-    manifest = build_manifest(root, rels, source)
+    manifest = build_manifest(root, rels, source, hash_cache_path(paths, root))
     os.sync()  # every listed file is on disk before the manifest says the root is complete
     write_json(root / MANIFEST, manifest)
     log.info("wrote %s: %d files, %d bytes", root / MANIFEST, manifest["n_files"], manifest["total_bytes"])

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import logging
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from trace_core.config import Params
 from trace_core.data.mbeir import TEST_TASKS
+from trace_core.flatten import numeric_leaves
 from trace_core.io import atomic_open, write_text
 
 log = logging.getLogger(__name__)
@@ -20,24 +20,51 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
+APPROX = "†"
+
+
 def table_markdown(metrics: dict[str, Any], scopes: list[str]) -> str:
-    """The 16-column table (one row per scope) with the average column."""
+    """The 16-column table (one row per scope) with the average column.
+
+    A number that came from an approximate index is marked with ``†`` (and so is an average
+    over any such number); :func:`index_notes` says which index and settings.
+    """
     head = [t.label for t in TEST_TASKS] + ["average"]
     lines = ["| pool | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for scope in scopes:
         table = metrics[scope]["table"]
-        cells = [_pct(table.get(t.stem)) for t in TEST_TASKS] + [_pct(table["average"])]
+        approx = set(metrics[scope].get("approximate", []))
+        cells = [_pct(table.get(t.stem)) + (APPROX if t.stem in approx else "") for t in TEST_TASKS]
+        cells.append(_pct(table["average"]) + (APPROX if approx else ""))
         lines.append(f"| {scope} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _spec_text(spec: dict[str, Any]) -> str:
+    settings = ", ".join(f"{k}={v}" for k, v in spec.items() if k not in ("backend", "index_type", "exact"))
+    return f"{spec.get('backend')} {spec.get('index_type')}" + (f" ({settings})" if settings else "")
+
+
+def index_notes(metrics: dict[str, Any], scopes: list[str]) -> str:
+    """One line per scope: the index its numbers came from, exact or approximate."""
+    lines = []
+    for scope in scopes:
+        specs = metrics[scope].get("index", {})
+        kinds = sorted({_spec_text(spec) for spec in specs.values()})
+        approx = metrics[scope].get("approximate", [])
+        exactness = (
+            f"{APPROX} approximate search on {len(approx)} of {len(specs)} tasks (not the exhaustive search of the "
+            "M-BEIR protocol)"
+            if approx
+            else "exact search (the protocol's exhaustive search)"
+        )
+        lines.append(f"- {scope}: {'; '.join(kinds) or 'unknown index'}: {exactness}.")
+    return "\n".join(lines)
+
+
 def task_markdown(metrics: dict[str, Any], scopes: list[str]) -> str:
-    """Per-task recalls, routing rates and query-encoding QPS."""
-    head = (
-        "| # | task | metric | "
-        + " | ".join(scopes)
-        + " | R@1 local | direct | reasoned | forced | tokens/query | QPS |"
-    )
+    """Per-task recalls, routing rates and generated tokens (throughput: ``metrics/timings/``)."""
+    head = "| # | task | metric | " + " | ".join(scopes) + " | R@1 local | direct | reasoned | forced | tokens/query |"
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for t in TEST_TASKS:
         if t.stem not in metrics["local"]["tasks"]:
@@ -47,7 +74,7 @@ def task_markdown(metrics: dict[str, Any], scopes: list[str]) -> str:
         r = metrics["routing"][t.stem]
         routes = " | ".join(f"{100 * r[f'{x}_rate']:.0f}%" for x in ROUTES)
         r1 = _pct(metrics["local"]["tasks"][t.stem].get("R@1"))
-        tail = f"{r['mean_new_tokens']:.1f} | {r['qps']:.1f}"
+        tail = f"{r['mean_new_tokens']:.1f}"
         lines.append(f"| {t.column} | {t.label} | {metric} | {vals} | {r1} | {routes} | {tail} |")
     return "\n".join(lines)
 
@@ -63,10 +90,11 @@ def markdown(metrics: dict[str, Any]) -> str:
     )
     return (
         f"# M-BEIR results (model {metrics.get('model_id')})\n\n"
-        f"R@5 (R@10 for Fashion200K and FashionIQ), in %; UniIR hit semantics; index "
-        f"{metrics['index']['backend']} {metrics['index']['index_type']}.{note}\n\n"
-        f"{table_markdown(metrics, scopes)}\n\n## Per task\n\n{task_markdown(metrics, scopes)}\n\n"
-        f"Query encoding: {metrics['query_qps']:.2f} queries/s overall.\n"
+        f"R@5 (R@10 for Fashion200K and FashionIQ), in %; UniIR hit semantics.{note}\n\n"
+        f"{table_markdown(metrics, scopes)}\n\nIndexes:\n{index_notes(metrics, scopes)}\n\n"
+        f"## Per task\n\n{task_markdown(metrics, scopes)}\n\n"
+        "Throughput (query-encoding and search QPS) is run-specific, so it is kept out of this report: "
+        "`metrics/timings/evaluate.json` and the MLflow run.\n"
     )
 
 
@@ -87,7 +115,7 @@ def plot_rows(metrics: dict[str, Any]) -> tuple[list[list[Any]], list[list[Any]]
             continue
         per_task.extend([t.stem, s, round(metrics[s]["table"][t.stem], 6)] for s in scopes)
         r = metrics["routing"][t.stem]
-        routing.append([t.stem, *(round(r[f"{x}_rate"], 6) for x in ROUTES), round(r["qps"], 3)])
+        routing.append([t.stem, *(round(r[f"{x}_rate"], 6) for x in ROUTES)])
     return per_task, routing
 
 
@@ -133,41 +161,33 @@ def write_reports(metrics: dict[str, Any], reports_dir: Path) -> list[Path]:
     write_text(reports_dir / "mbeir.md", markdown(metrics))
     per_task, routing = plot_rows(metrics)
     _write_csv(plots / "per_task.csv", ["task", "pool", "recall"], per_task)
-    _write_csv(plots / "routing.csv", ["task", *ROUTES, "qps"], routing)
+    _write_csv(plots / "routing.csv", ["task", *ROUTES], routing)
     pngs = write_plots(per_task, routing, plots) if routing else []
     return [reports_dir / "mbeir.md", plots / "per_task.csv", plots / "routing.csv", *pngs]
 
 
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """Numeric metrics flattened for MLflow (``local.table.average``, ``routing.<task>.direct_rate``...)."""
-    out: dict[str, float] = {}
-
-    def walk(obj: Any, prefix: str) -> None:
-        if isinstance(obj, dict):
-            for k, v in obj.items():
-                walk(v, f"{prefix}.{k}" if prefix else str(k))
-        elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
-            out[prefix] = float(obj)
-
-    walk({k: v for k, v in metrics.items() if k in ("local", "union", "routing", "query_qps")}, "")
-    return out
+    return numeric_leaves({k: v for k, v in metrics.items() if k in ("local", "union", "routing")})
 
 
-def log_to_tracking(params: Params, metrics: dict[str, Any], files: list[Path]) -> None:
-    """Log metrics, report, plots and run files to the ``evaluate`` stage run, tagged with the model's run.
+def log_to_tracking(
+    params: Params, metrics: dict[str, Any], files: list[Path], timings: dict[str, Any] | None = None
+) -> None:
+    """Log metrics, report, plots and run files to the active ``evaluate`` run; promote the model.
 
-    The CLI already opens the stage run (``track_stage``); a direct call opens its own.
+    The run is opened by the caller (the CLI's ``track_stage`` or a flow); without one, the
+    logging calls are no-ops and only the promotion decision is made.
     """
     if not params.tracking.enabled:
         return
     from trace_core import tracking
 
     model_run = tracking.find_model_run(params)
-    opened = nullcontext() if tracking.active_run_id() else tracking.stage_run(params, "evaluate")
-    with opened:
-        tracking.set_tags({"trace.model_run_id": model_run or "", "trace.model_id": metrics.get("model_id") or ""})
-        tracking.log_metrics(flat_metrics(metrics))
-        for path in files:
-            tracking.log_artifact(path, "evaluation")
-        tracking.promote_model(params, metrics.get("model_id"), metrics["local"]["table"].get("average"))
+    tracking.set_tags({"trace.model_run_id": model_run or "", "trace.model_id": metrics.get("model_id") or ""})
+    tracking.log_metrics(flat_metrics(metrics))
+    tracking.log_metrics(numeric_leaves({"timings": timings or {}}))
+    for path in files:
+        tracking.log_artifact(path, "evaluation")
+    tracking.promote_model(params, metrics.get("model_id"), metrics["local"]["table"].get("average"))
     log.info("evaluation logged to MLflow (model run %s)", model_run)

@@ -20,8 +20,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from trace_core.config import Params
+from trace_core.config import IndexParams, Params
 from trace_core.indexing.backend import NumpyIndex, VectorIndex, check_index_type
+from trace_core.indexing.commit import load_export
 from trace_core.indexing.shards import iter_chunks, load_embeddings, load_manifest
 from trace_core.io import DataError, read_json, write_json
 from trace_core.paths import Paths
@@ -29,6 +30,12 @@ from trace_core.paths import Paths
 log = logging.getLogger(__name__)
 PREFIX = "trace_"
 STAGING = "_staging"
+UNION = "union"
+
+
+def pool_index_params(p: IndexParams, pool: str) -> IndexParams:
+    """Index settings of one pool: ``index_type`` for the union pool, ``local_index_type`` for local pools."""
+    return p if pool == UNION else p.model_copy(update={"index_type": p.local_index_type})
 
 
 def _safe(text: str) -> str:
@@ -47,13 +54,10 @@ def collection_name(model_id: str | None, pool: str, pool_hash: str) -> str:
 
 def embedding_pools(paths: Paths) -> dict[str, Path]:
     """``pool -> manifest path`` of every exported candidate pool (the union included)."""
-    top_path = paths.embeddings_dir / "manifest.json"
-    if not top_path.exists():
-        raise DataError(top_path, "file", "no export manifest (run `trace export`)")
-    top = read_json(top_path)
+    top = load_export(paths.embeddings_dir)  # refuses a mix of models (an interrupted export)
     pools = {stem: paths.embeddings_dir / rel for stem, rel in top["pools"].items()}
     if top.get("union"):
-        pools["union"] = paths.embeddings_dir / top["union"]
+        pools[UNION] = paths.embeddings_dir / top["union"]
     return pools
 
 
@@ -105,7 +109,8 @@ def build_milvus(
     try:
         built = []
         for stem, name in names.items():
-            built.append(MilvusIndex.create(client, name + STAGING, manifests[stem]["dim"], params.index))
+            pp = pool_index_params(params.index, stem)
+            built.append(MilvusIndex.create(client, name + STAGING, manifests[stem]["dim"], pp))
             fill(built[-1], pools[stem], manifests[stem]["count"])
         load_all(built)
     except BaseException:
@@ -124,8 +129,16 @@ def _model_id(manifests: dict[str, dict[str, Any]]) -> str | None:
     return next(iter(manifests.values())).get("model_id") if manifests else None
 
 
+def manifest_uri(params: Params, paths: Paths) -> str:
+    """The server URI, or the Lite file relative to the index folder (no machine paths in DVC outputs)."""
+    return params.index.uri or paths.milvus_db.relative_to(paths.index_dir).as_posix()
+
+
 def previous_collections(manifest_path: Path, uri: str) -> set[str]:
-    """Collections the previous index manifest at ``manifest_path`` built on ``uri`` (empty if none)."""
+    """Collections the previous index manifest at ``manifest_path`` built on ``uri`` (its manifest form).
+
+    Empty when there is none, or it indexed elsewhere or with the numpy backend.
+    """
     if not manifest_path.exists():
         return set()
     old = read_json(manifest_path)
@@ -156,8 +169,9 @@ def index_manifest(
     p = params.index
     return {
         "backend": p.backend,
-        "uri": (p.uri or str(paths.milvus_db)) if p.backend == "milvus" else None,
+        "uri": manifest_uri(params, paths) if p.backend == "milvus" else None,
         "index_type": p.index_type if p.backend == "milvus" else "exact",
+        "local_index_type": p.local_index_type if p.backend == "milvus" else "exact",
         "metric": p.metric,
         "model_id": _model_id(manifests),
         "pools": {
@@ -167,6 +181,7 @@ def index_manifest(
                 "dim": m["dim"],
                 "hash": m["hash"],
                 "embeddings": str(pools[stem].relative_to(paths.embeddings_dir)),
+                "index_type": pool_index_params(p, stem).index_type if p.backend == "milvus" else "exact",
             }
             for stem, m in manifests.items()
         },
@@ -181,12 +196,14 @@ def open_index(params: Params, entry: dict[str, Any], manifest_path: Path, clien
         return index
     from trace_core.indexing.milvus import MilvusIndex
 
-    return MilvusIndex.open(client, entry["collection"], entry["dim"], params.index)
+    built_as = params.index.model_copy(update={"index_type": entry.get("index_type", params.index.index_type)})
+    return MilvusIndex.open(client, entry["collection"], entry["dim"], built_as)
 
 
 def run(params: Params, paths: Paths) -> dict[str, Any]:
     """Build (or, for numpy, register) the index of every exported pool; manifest last."""
     check_index_type(params.index.index_type, params.index.metric)
+    check_index_type(params.index.local_index_type, params.index.metric)
     pools = embedding_pools(paths)
     manifests = check_pools(pools)
     names: dict[str, str] = {}
@@ -194,7 +211,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
         from trace_core.indexing.milvus import connect, resolve_uri
 
         uri = resolve_uri(params.index, paths.milvus_db)
-        previous = previous_collections(paths.index_manifest, uri)
+        previous = previous_collections(paths.index_manifest, manifest_uri(params, paths))
         client = connect(uri, params.index.timeout_s)
         try:
             names = build_milvus(client, params, pools, manifests)
@@ -203,7 +220,8 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
             dropped = drop_unreferenced(client, set(names.values()), _model_id(manifests), previous)
         finally:
             client.close()
-        log.info("built %d collections (%s), dropped %d old ones", len(names), params.index.index_type, len(dropped))
+        kinds = f"local {params.index.local_index_type}, union {params.index.index_type}"
+        log.info("built %d collections (%s), dropped %d old ones", len(names), kinds, len(dropped))
     else:
         manifest = index_manifest(params, pools, manifests, names, paths)
         write_json(paths.index_manifest, manifest)

@@ -21,6 +21,7 @@ from trace_core.indexing.backend import check_dim, check_index_type
 
 log = logging.getLogger(__name__)
 PK, VEC = "pos", "vector"
+LITE_LOCK = "LOCK"  # the file Milvus Lite flock()s inside its data folder
 #: environment variables holding a Milvus server's token (``user:password``), first one set wins
 TOKEN_ENV = ("TRACE_MILVUS_TOKEN", "MILVUS_TOKEN")
 #: bytes of vectors per insert request: half the server's 64 MiB gRPC receive limit
@@ -54,6 +55,39 @@ def env_token(environ: Mapping[str, str] | None = None) -> str:
     return next((env[name] for name in TOKEN_ENV if env.get(name)), "")
 
 
+def flock_holder(proc_locks: str, dev: int, inode: int) -> int | None:
+    """PID holding a FLOCK on the file ``(dev, inode)`` according to ``/proc/locks`` text."""
+    want = f"{os.major(dev):02x}:{os.minor(dev):02x}:{inode}"
+    for line in proc_locks.splitlines():
+        f = line.split()  # "33: FLOCK  ADVISORY  WRITE 6899 fe:00:2146385 0 EOF" ("->" marks waiters)
+        if len(f) >= 6 and f[1] == "FLOCK" and f[5] == want and f[4].isdigit():
+            return int(f[4])
+    return None
+
+
+def lite_lock_owner(db: Path) -> int | None:
+    """PID holding Milvus Lite's lock on ``db`` (0 if it cannot be told), or None when free."""
+    import fcntl
+
+    lock = db / LITE_LOCK
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None  # no Lite folder yet: nobody holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except OSError:
+        st = os.fstat(fd)
+        try:
+            return flock_holder(Path("/proc/locks").read_text(), st.st_dev, st.st_ino) or 0
+        except OSError:
+            return 0
+    finally:
+        os.close(fd)
+
+
 def connect(uri: str, timeout_s: float, token: str | None = None) -> Any:
     """A ``MilvusClient`` for ``uri`` (a ``.db`` path starts Milvus Lite).
 
@@ -63,7 +97,8 @@ def connect(uri: str, timeout_s: float, token: str | None = None) -> Any:
         token: server credentials ``user:password``; None reads :func:`env_token` (servers only).
 
     Raises:
-        MilvusConnectionError: naming the URI (never the token) when no server answers.
+        MilvusConnectionError: naming the URI (never the token) when no server answers, or the
+            process holding a Milvus Lite file's lock.
     """
     from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
@@ -72,6 +107,7 @@ def connect(uri: str, timeout_s: float, token: str | None = None) -> Any:
     if token is None:
         token = "" if lite else env_token()
     if lite:
+        _check_unlocked(uri, sure=False)
         # Milvus Lite serves gRPC in this process; pymilvus 3 probes AllocTimestamp, which it
         # does not implement, and grpc logs a harmless traceback for it on every insert.
         logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
@@ -81,6 +117,8 @@ def connect(uri: str, timeout_s: float, token: str | None = None) -> Any:
         client = MilvusClient(uri, token=token, timeout=timeout_s)
         client.list_collections()
     except (MilvusException, OSError, RuntimeError) as err:
+        if lite:
+            _check_unlocked(uri, sure=True)  # the open failed: a lock held elsewhere explains why
         hint = (
             "" if lite else f" (token {'set' if token else 'not set'}; servers with authentication need {TOKEN_ENV[0]})"
         )
@@ -91,6 +129,22 @@ def connect(uri: str, timeout_s: float, token: str | None = None) -> Any:
 def rows_per_insert(dim: int, insert_batch: int) -> int:
     """Rows per insert request: ``insert_batch`` capped so a request carries at most :data:`MAX_INSERT_BYTES`."""
     return max(1, min(insert_batch, MAX_INSERT_BYTES // (4 * dim + 8)))
+
+
+def _check_unlocked(uri: str, sure: bool) -> None:
+    """Raise naming the process that holds a Lite file's lock (this process may reopen its own file).
+
+    Before opening (``sure=False``) only a holder identified as another PID counts; after a failed
+    open any holder but this process does.
+    """
+    pid = lite_lock_owner(Path(uri))
+    if pid is None or pid == os.getpid() or (pid == 0 and not sure):
+        return
+    holder = f"PID {pid}" if pid else "another process"
+    raise MilvusConnectionError(
+        f"Milvus Lite file '{uri}' is locked by {holder} (another index or evaluate run?); "
+        "wait for it to finish or stop it"
+    )
 
 
 def build_params(p: IndexParams) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from trace_core.data.files import IMAGE_ERRORS, open_record_file
+from trace_core.io import DataError
 from trace_core.model.pooling import response_pool_index
 from trace_core.model.prompts import messages
 from trace_core.model.tokens import IMAGE_PAD, SpecialIds
@@ -39,12 +41,21 @@ class Processors:
 
 
 def load_images(items: Sequence[EncodeItem], image_root: Path) -> list[Image.Image]:
-    """Open the images of the items that have one, in item order, as RGB."""
+    """Open the images of the items that have one, in item order, as RGB.
+
+    Raises:
+        DataError: naming the image and the item's record, for a path that leaves
+            ``image_root`` (see :mod:`trace_core.data.files`) or an image that does not decode.
+    """
     out = []
     for item in items:
         if item.img_path is not None:
-            with Image.open(image_root / item.img_path) as im:
-                out.append(im.convert("RGB"))
+            path = open_record_file(image_root, item.img_path, item.id)
+            try:
+                with Image.open(path) as im:
+                    out.append(im.convert("RGB"))
+            except IMAGE_ERRORS as err:
+                raise DataError(path, f"record {item.id}", f"image does not decode ({err})") from None
     return out
 
 

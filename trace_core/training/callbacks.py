@@ -23,15 +23,10 @@ from transformers import TrainerCallback
 from trace_core.model.collate import Processors
 from trace_core.model.inference import TraceEncoder
 from trace_core.model.trace_model import TraceModel
+from trace_core.ranks import is_main_process
 from trace_core.types import RoutingMode, TrainSample
 
 log = logging.getLogger(__name__)
-
-
-def _is_main() -> bool:
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def _device(model: TraceModel) -> torch.device:
@@ -128,7 +123,7 @@ class ValidationCallback(TrainerCallback):
         )
         self.history.append((step, res.recall))
         self.chance, self.last = res.chance, res
-        if _is_main():
+        if is_main_process():
             from trace_core import tracking
 
             metrics = {
@@ -188,7 +183,7 @@ class MetricsCallback(TrainerCallback):
         self._last = (now, state.global_step)
         row["step"] = float(state.global_step)
         self.history.append(row)
-        if _is_main():
+        if is_main_process():
             from trace_core import tracking
 
             tracking.log_metrics({k: v for k, v in row.items() if k != "step"}, step=state.global_step)

@@ -26,6 +26,7 @@ from trace_core.config import Params, dump_params
 from trace_core.data.dataset import EMB_TOKEN, load_train_samples
 from trace_core.io import sha256_file, write_json, write_text
 from trace_core.paths import Paths
+from trace_core.ranks import is_main_process
 
 log = logging.getLogger(__name__)
 STAGE = "train"
@@ -80,43 +81,14 @@ def load_samples(params: Params, paths: Paths) -> tuple[list[Any], str]:
     """The training samples and a hash of their source file."""
     if paths.cot_train.exists():
         return load_train_samples(paths.cot_train), sha256_file(paths.cot_train)
-    from trace_core.data.mbeir import union_train_file
+    from trace_core.data.mbeir import train_query_files
     from trace_core.training.data import derive_z0_samples
 
     log.warning("%s missing: training on a z=0 (<|emb|>-only) file derived from the train split", paths.cot_train)
-    src = union_train_file(paths.data_root)
-    return derive_z0_samples(paths.data_root, params.base.seed, params.train.hard_negatives), sha256_file(src)
-
-
-def training_arguments(params: Params, out_dir: Path, cuda: bool) -> Any:
-    """``TrainingArguments`` from params (the DeepSpeed config is generated, not a file)."""
-    from transformers import TrainingArguments
-
-    from trace_core.training.deepspeed_config import deepspeed_config
-
-    tp = params.train
-    return TrainingArguments(
-        output_dir=str(out_dir),
-        per_device_train_batch_size=tp.per_device_batch_size,
-        num_train_epochs=tp.epochs,
-        max_steps=tp.max_steps,
-        learning_rate=tp.learning_rate,
-        lr_scheduler_type=tp.lr_scheduler,
-        warmup_steps=tp.warmup_ratio,
-        weight_decay=tp.weight_decay,
-        max_grad_norm=tp.max_grad_norm,
-        bf16=tp.bf16,
-        activation_checkpointing=tp.gradient_checkpointing,
-        logging_steps=tp.logging_steps,
-        save_steps=tp.save_steps,
-        save_total_limit=tp.save_total_limit,
-        seed=params.base.seed,
-        report_to="none",
-        remove_unused_columns=False,
-        use_cpu=not cuda,
-        disable_tqdm=True,
-        deepspeed=deepspeed_config(tp) if tp.deepspeed else None,
-    )
+    d, seed = params.data, params.base.seed
+    samples = derive_z0_samples(paths.data_root, seed, params.train.hard_negatives, d.train_file, d.normalize_text)
+    src = "".join(sha256_file(f) for f in train_query_files(paths.data_root, d.train_file))
+    return samples, hashlib.sha256(src.encode()).hexdigest()
 
 
 def train_summary(trainer: Any, val_cb: Any, metrics_cb: Any, wall: float, n_train: int, n_val: int) -> dict[str, Any]:
@@ -172,20 +144,19 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
         samples, data_hash = load_samples(params, paths)
         ckpt_root = checkpoint_dir(paths)
         resume = prepare_checkpoints(ckpt_root, run_key(params, data_hash))
-        with tracking.stage_run(params, STAGE):
-            parts = build_trainer(params, paths, samples, ckpt_root, cuda)
-            t0 = time.perf_counter()
-            parts.trainer.train(resume_from_checkpoint=resume)
-            wall = time.perf_counter() - t0
-            summary = train_summary(parts.trainer, parts.val_cb, parts.metrics_cb, wall, parts.n_train, parts.n_val)
-            summary.update(parts.counts)
-            save_trained(parts, params, paths.model_dir)
-            if parts.trainer.args.process_index == 0:
-                curve = paths.reports_dir / STAGE / "curve.csv"
-                write_text(curve, curve_csv(parts.metrics_cb.history, parts.val_cb.history, parts.val_cb.k))
-                write_json(paths.metrics_file(STAGE), summary)
-            tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-            tracking.log_artifact(paths.metrics_file(STAGE))
-            summary["registered_version"] = tracking.register_model(params, paths.model_dir)
+        parts = build_trainer(params, paths, samples, ckpt_root, cuda)
+        t0 = time.perf_counter()
+        parts.trainer.train(resume_from_checkpoint=resume)
+        wall = time.perf_counter() - t0
+        summary = train_summary(parts.trainer, parts.val_cb, parts.metrics_cb, wall, parts.n_train, parts.n_val)
+        summary.update(parts.counts)
+        save_trained(parts, params, paths.model_dir)
+        if is_main_process():
+            curve = paths.reports_dir / STAGE / "curve.csv"
+            write_text(curve, curve_csv(parts.metrics_cb.history, parts.val_cb.history, parts.val_cb.k))
+            write_json(paths.metrics_file(STAGE), summary)
+        tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+        tracking.log_artifact(paths.metrics_file(STAGE))
+        summary["registered_version"] = tracking.register_model(params, paths.model_dir)
     log.info("train: %s", {k: v for k, v in summary.items() if k != "val_history"})
     return summary
