@@ -15,6 +15,7 @@ folder; either way its id must be the one the index was built with.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,7 +33,7 @@ from trace_core.data.mbeir import (
     local_pool_file,
     present_test_tasks,
 )
-from trace_core.io import DataError, read_json
+from trace_core.io import DataError, read_json, write_json
 from trace_core.paths import Paths
 from trace_core.types import CandidateRecord, EncodeItem, QueryRecord, RoutingMode, routing_mode
 
@@ -130,14 +131,18 @@ def query_encode_item(q: QueryRecord, params: Params, paths: Paths) -> tuple[Enc
     return query_item(q, instructions, params.base.seed, params.data.normalize_text)
 
 
-def image_arg(image: Path | None) -> str | None:
-    """An image path given on the command line, absolute and checked to exist."""
+def image_arg(image: Path | None) -> Path | None:
+    """An image path given on the command line, absolute and checked to exist.
+
+    The encoder reads images relative to a root and refuses paths outside it (dataset records
+    must not reach arbitrary files); a query image the user names is read from its own folder.
+    """
     if image is None:
         return None
     path = image.expanduser().resolve()
     if not path.is_file():
         raise FileNotFoundError(f"query image {image} does not exist")
-    return str(path)
+    return path
 
 
 # --- the model -----------------------------------------------------------------------
@@ -151,7 +156,7 @@ def device_of(choice: str) -> str:
 
 
 def champion(params: Params) -> tuple[str, str, str]:
-    """``(version, model_id, source)`` of the registry's champion.
+    """``(version, model_id, source)`` of the registry's champion (asks MLflow).
 
     Raises:
         ValueError: tracking is off or no version carries the alias.
@@ -172,6 +177,39 @@ def champion(params: Params) -> tuple[str, str, str]:
             f"no '{CHAMPION}' alias on model '{name}' in {uri} (run the pipeline, or --model-dir)"
         ) from None
     return str(mv.version), str(mv.tags.get(TAG_MODEL_ID, "")), f"models:/{name}@{CHAMPION} (version {mv.version})"
+
+
+def store_stamp(params: Params) -> dict[str, Any] | None:
+    """Identity of a SQLite tracking store's current state (URI, file size and mtime), else None.
+
+    Any write to the store (a new alias included) changes it; server stores have none.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.tracking_uri
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    db = Path(uri[len(prefix) :]).resolve()
+    if not db.is_file():
+        return None
+    st = db.stat()
+    return {"db": str(db), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "model": params.tracking.registered_model}
+
+
+def cached_champion(params: Params, cache: Path) -> tuple[str, str, str]:
+    """:func:`champion`, remembered in ``cache`` while a SQLite store is unchanged.
+
+    Importing MLflow and opening its store costs 2-4 s of a cold ``trace search``; an
+    unchanged store file cannot hold another alias.
+    """
+    stamp = store_stamp(params)
+    if stamp is not None and cache.exists():
+        saved = read_json(cache)
+        if saved.get("stamp") == stamp:
+            return str(saved["version"]), str(saved["model_id"]), str(saved["source"])
+    version, model_id, source = champion(params)
+    if stamp is not None:
+        write_json(cache, {"stamp": stamp, "version": version, "model_id": model_id, "source": source})
+    return version, model_id, source
 
 
 def download_champion(params: Params, version: str, cache: Path) -> Path:
@@ -202,7 +240,7 @@ def load_model(params: Params, paths: Paths, model_dir: Path | None) -> tuple[Tr
         if not (model_dir / "trace_meta.json").exists():
             raise FileNotFoundError(f"{model_dir}: not a saved TRACE model (no trace_meta.json)")
         return load_encoder(model_dir, device), str(model_dir)
-    version, model_id, source = champion(params)
+    version, model_id, source = cached_champion(params, paths.state_dir / "champion" / "alias.json")
     if (paths.model_dir / "trace_meta.json").exists():
         encoder = load_encoder(paths.model_dir, device)
         if encoder.model_id == model_id:
@@ -330,14 +368,16 @@ def run(
         raise ValueError(f"--k must be >= 1, got {k}")
     t0 = time.perf_counter()
     chosen = resolve_task(task, query_modality(text, str(image) if image else None))
-    q = query_record(text, image_arg(image), chosen)
+    image_path = image_arg(image)
+    q = query_record(text, image_path.name if image_path else None, chosen)
     pool = pool or default_pool(chosen)
     item, instruction = query_encode_item(q, params, paths)
     encoder, source = load_model(params, paths, model_dir)
     manifest = check_index(paths, pool, encoder.model_id)
     t1 = time.perf_counter()
     mode: RoutingMode = routing_mode(routing or params.export.routing)
-    enc = encoder.encode_queries([item], paths.data_root, mode, params.export.max_new_tokens, batch_size=1)
+    image_root = image_path.parent if image_path else paths.data_root
+    enc = encoder.encode_queries([item], image_root, mode, params.export.max_new_tokens, batch_size=1)
     t2 = time.perf_counter()
     searcher = Searcher(params, paths, manifest)
     try:
@@ -351,7 +391,7 @@ def run(
     t3 = time.perf_counter()
     query = {
         "text": text,
-        "image": q.query_img_path,
+        "image": str(image_path) if image_path else None,
         "task": task,
         "task_type": q.task_id,
         "instruction": instruction,

@@ -27,35 +27,23 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Train (registers version 1), make it the champion, export (short chains) and index."""
+    """Train (registers version 1), make it the champion, export (short chains) and index: the CLI."""
     from mlflow.tracking import MlflowClient
 
+    from trace_core.config import load_params
     from trace_core.data.mini import write_mini
-    from trace_core.indexing import export
-    from trace_core.training import train
 
     root = tmp_path_factory.mktemp("search")
-    params = micro_train_params(root)
-    raw = dump_params(params)
+    raw = dump_params(micro_train_params(root))
     raw["export"]["max_new_tokens"] = 6
     raw["export"]["batch_size"] = 8
     (root / "params.yaml").write_text(json.dumps(raw))  # JSON is YAML
-    from trace_core.config import load_params
-
     params = load_params(root / "params.yaml")
-    paths = Paths.from_params(params, root)
-    write_mini(SMALL_MINI, params.base.seed, paths.data_root)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.delenv("TRACE_PARENT_RUN_ID", raising=False)
-        assert train.run(params, paths)["registered_version"] == "1"
-        MlflowClient(params.tracking.tracking_uri).set_registered_model_alias(
-            params.tracking.registered_model, "champion", "1"
-        )
-        export.run(params, paths)
-    # in a subprocess: Milvus Lite keeps its file locked for the life of the process that opened it
-    run([sys.executable, "-m", "trace_core", "index", "--params", str(root / "params.yaml")], root)
+    write_mini(SMALL_MINI, params.base.seed, Paths.from_params(params, root).data_root)
+    for stage in ("train", "export", "index"):
+        run([sys.executable, "-m", "trace_core", stage, "--params", str(root / "params.yaml")], root)
+    client = MlflowClient(params.tracking.tracking_uri, params.tracking.tracking_uri)
+    client.set_registered_model_alias(params.tracking.registered_model, "champion", "1")
     return root
 
 

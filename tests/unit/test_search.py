@@ -124,3 +124,31 @@ def test_index_of_another_model_is_refused(tmp_path):
     with pytest.raises(DataError, match="embeddings of model m0, the query model is m1"):
         check_index(paths, "union", "m1")
     assert check_index(paths, "union", "m0")["model_id"] == "m0"
+
+
+def test_champion_is_cached_while_the_store_is_unchanged(tmp_path, monkeypatch):
+    import os
+
+    from trace_core import search
+
+    db = tmp_path / "mlruns.db"
+    db.write_bytes(b"x")
+    params = Params.model_validate({"tracking": {"tracking_uri": f"sqlite:///{db}"}})
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    calls = []
+
+    def ask(p):
+        calls.append(1)
+        return str(len(calls)), f"m{len(calls)}", "models:/trace-retriever@champion"
+
+    monkeypatch.setattr(search, "champion", ask)
+    cache = tmp_path / "state" / "alias.json"
+    assert search.cached_champion(params, cache)[:2] == ("1", "m1")
+    assert search.cached_champion(params, cache)[:2] == ("1", "m1") and len(calls) == 1
+    db.write_bytes(b"xy")  # any write to the store (a new alias) invalidates it
+    os.utime(db, ns=(1, 1))
+    assert search.cached_champion(params, cache)[:2] == ("2", "m2")
+    server = Params.model_validate({"tracking": {"tracking_uri": "http://mlflow:5000"}})
+    search.cached_champion(server, cache)
+    search.cached_champion(server, cache)
+    assert len(calls) == 4  # a server store is always asked
