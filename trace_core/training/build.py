@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,19 +12,10 @@ from typing import Any
 
 import torch
 
-from trace_core.config import Params, dump_params
-from trace_core.model.backbone import (
-    Backbone,
-    build_backbone,
-    count_parameters,
-    family_of,
-    merged_for_saving,
-    model_class,
-    prepare_trainable,
-    save_backbone,
-)
+from trace_core.config import Params
+from trace_core.model.backbone import Backbone, build_backbone, count_parameters, family_of, prepare_trainable
+from trace_core.model.checkpoint import lora_shell, merged_for_saving, trace_meta, write_model_dir
 from trace_core.model.collate import TrainCollator
-from trace_core.model.inference import META_FILE
 from trace_core.model.trace_model import HeadConfig, TraceModel
 from trace_core.paths import Paths
 from trace_core.training.callbacks import MetricsCallback, ValidationCallback
@@ -187,30 +176,16 @@ def full_state_dict(trainer: Any) -> dict[str, torch.Tensor]:
 
 
 def save_trained(parts: TrainParts, params: Params, out_dir: Path) -> None:
-    """Save merged weights, tokenizer, image processor, then ``trace_meta.json`` (last)."""
+    """Consolidate the weights, merge LoRA, save model + tokenizer + image processor + meta (last)."""
     state = full_state_dict(parts.trainer)
     if parts.trainer.args.process_index != 0:
         return
     bb, mp = parts.backbone, params.model
+    cls = family_of(mp).model_class
     with full_init(parts.trainer):
-        fresh = model_class(family_of(mp).model_class)(bb.model.config).to(train_dtype(params))
-    shell = TraceModel(prepare_trainable(fresh, mp, bb.proc.ids.emb), bb.proc.ids, head_config(params))
+        shell = lora_shell(bb.model.config, mp, cls, bb.proc.ids, head_config(params), train_dtype(params))
     shell.load_state_dict(
         {k: v.to(torch.float32) if v.is_floating_point() and not params.train.bf16 else v for k, v in state.items()}
     )
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_backbone(merged_for_saving(shell.backbone), bb.proc, tmp)
-    meta = {
-        "family": mp.family,
-        "model_class": family_of(mp).model_class,
-        "emb_token": mp.emb_token,
-        "emb_token_id": bb.proc.ids.emb,
-        "dtype": "bfloat16" if params.train.bf16 else "float32",
-        "temperature": float(shell.temperature()),
-        "params": dump_params(params),
-    }
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    log.info("saved trained model to %s", out_dir)
+    meta = trace_meta(params, cls, bb.proc.ids.emb, float(shell.temperature()))
+    write_model_dir(merged_for_saving(shell.backbone), bb.proc, meta, out_dir)
