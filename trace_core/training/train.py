@@ -64,16 +64,50 @@ def run_key(params: Params, data_hash: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _is_rank0() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
 def prepare_checkpoints(root: Path, key: str) -> str | None:
-    """Return the latest checkpoint to resume from, or clear checkpoints of another run."""
+    """The newest complete checkpoint to resume from (None: start afresh).
+
+    Checkpoints of other params/data are cleared; the staging folder of an interrupted save
+    and any ``checkpoint-N`` without ``trainer_state.json`` (incomplete) are removed with a
+    warning. Every rank makes the same choice; only rank 0 deletes and writes.
+    """
+    from trace_core.training.trainer import COMPLETE_MARKER, STAGING
+
     key_file = root / "run_key.txt"
+    write = _is_rank0()
     if root.exists() and (not key_file.exists() or key_file.read_text().strip() != key):
         log.warning("checkpoints in %s belong to other params/data: starting afresh", root)
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(key)
-    ckpts = sorted(root.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(ckpts[-1]) if ckpts else None
+        if write:
+            shutil.rmtree(root)
+        _write_key(root, key_file, key, write)
+        return None
+    _write_key(root, key_file, key, write)
+    if (root / STAGING).exists():
+        log.warning("%s: removing an interrupted checkpoint save", root / STAGING)
+        if write:
+            shutil.rmtree(root / STAGING, ignore_errors=True)
+    complete = []
+    for ckpt in root.glob("checkpoint-*"):
+        if not ckpt.name.split("-", 1)[1].isdigit():
+            continue
+        if (ckpt / COMPLETE_MARKER).is_file():
+            complete.append(ckpt)
+            continue
+        log.warning("%s is incomplete (no %s): removed, not resumed", ckpt, COMPLETE_MARKER)
+        if write:
+            shutil.rmtree(ckpt, ignore_errors=True)
+    complete.sort(key=lambda p: int(p.name.split("-")[-1]))
+    return str(complete[-1]) if complete else None
+
+
+def _write_key(root: Path, key_file: Path, key: str, write: bool) -> None:
+    if write:
+        root.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(key)
 
 
 def load_samples(params: Params, paths: Paths) -> tuple[list[Any], str]:
@@ -115,7 +149,7 @@ def training_arguments(params: Params, out_dir: Path, cuda: bool) -> Any:
         remove_unused_columns=False,
         use_cpu=not cuda,
         disable_tqdm=True,
-        deepspeed=deepspeed_config(tp) if tp.deepspeed else None,
+        deepspeed=deepspeed_config(tp, cuda) if tp.deepspeed else None,
     )
 
 
