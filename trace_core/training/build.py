@@ -70,7 +70,31 @@ def build_model(params: Params, samples: list[TrainSample], tokenizer_dir: Path)
     if params.model.family == "tiny" and tokenizer is None:
         bb.proc.tokenizer.save_pretrained(str(tokenizer_dir))
     trainable = prepare_trainable(bb.model, params.model, bb.proc.ids.emb)
+    if params.train.deepspeed and params.train.zero_stage == 3:
+        register_zero3_token_params(trainable)
     return TraceModel(trainable, bb.proc.ids, head_config(params)), bb
+
+
+def register_zero3_token_params(model: Any) -> int:
+    """Tell ZeRO-3 which parameters peft's trainable-token layers read; return how many layers.
+
+    ZeRO-3 gathers a module's own parameters in its pre-forward (and pre-backward) hook.
+    peft's ``TrainableTokensLayer`` (the ``<|emb|>`` rows of the embeddings and LM head) reads
+    its base layer's weight and its delta (in a ``ParameterDict``) directly, without calling
+    their modules, so both would stay partitioned (empty) in its forward. Registered as the
+    layer's external parameters they are gathered around its forward and backward. (Marking the
+    layer a ZeRO-3 leaf instead fails for the input embeddings: a leaf reduces its gradients in
+    a module backward hook, which fires before the delta's gradient exists when the module's
+    input, the token ids, needs no gradient.)
+    """
+    from deepspeed.runtime.zero.partition_parameters import register_external_parameter
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    layers = [m for m in model.modules() if isinstance(m, TrainableTokensLayer)]
+    for layer in layers:
+        for param in [layer.base_layer.weight, *layer.trainable_tokens_delta.values()]:
+            register_external_parameter(layer, param)
+    return len(layers)
 
 
 def build_trainer(params: Params, paths: Paths, samples: list[TrainSample], ckpt_root: Path, cuda: bool) -> TrainParts:

@@ -86,10 +86,12 @@ def prepare_checkpoints(root: Path, key: str) -> str | None:
         _write_key(root, key_file, key, write)
         return None
     _write_key(root, key_file, key, write)
-    if (root / STAGING).exists():
+    if (root / STAGING).exists() and any((root / STAGING).iterdir()):
         log.warning("%s: removing an interrupted checkpoint save", root / STAGING)
         if write:
             shutil.rmtree(root / STAGING, ignore_errors=True)
+    elif write:
+        shutil.rmtree(root / STAGING, ignore_errors=True)
     complete = []
     for ckpt in root.glob("checkpoint-*"):
         if not ckpt.name.split("-", 1)[1].isdigit():
@@ -161,6 +163,7 @@ def train_summary(trainer: Any, val_cb: Any, metrics_cb: Any, wall: float, n_tra
     return {
         "steps": int(trainer.state.global_step),
         "n_train": n_train,
+        "world_size": int(trainer.args.world_size),
         "n_val": n_val,
         "wall_time_s": round(wall, 1),
         "samples_per_s": round(sum(rates) / len(rates), 3) if rates else None,
@@ -213,6 +216,8 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
             wall = time.perf_counter() - t0
             summary = train_summary(parts.trainer, parts.val_cb, parts.metrics_cb, wall, parts.n_train, parts.n_val)
             summary.update(parts.counts)
+            if cuda:
+                summary["peak_gpu_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
             save_trained(parts, params, paths.model_dir)
             if parts.trainer.args.process_index == 0:
                 curve = paths.reports_dir / STAGE / "curve.csv"

@@ -37,20 +37,35 @@ CALLBACKS_FILE = "trace_callbacks.json"
 COMPLETE_MARKER = "trainer_state.json"
 
 
+def deepspeed_safe_globals() -> list[Any]:
+    """The DeepSpeed classes its ZeRO checkpoints pickle besides tensors and containers.
+
+    The ZeRO stage (an enum) and the loss scaler's settings (a plain object of numbers).
+    """
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    return [ZeroStageEnum, LossScaler, DynamicLossScaler]
+
+
 @contextmanager
 def weights_only_deepspeed_load() -> Iterator[None]:
     """DeepSpeed reads its checkpoint files with ``torch.load(weights_only=True)`` inside this block.
 
     DeepSpeed 0.19's ``TorchCheckpointEngine.load`` passes ``weights_only=False`` (full
-    unpickling). Its ZeRO checkpoints hold only tensors, containers, strings and numbers, so
-    they load under the safe unpickler; the engine method is swapped for the block's duration.
+    unpickling, which runs arbitrary code from the file). Its ZeRO checkpoints hold tensors,
+    containers, strings, numbers and the classes of :func:`deepspeed_safe_globals`, so they
+    load under the safe unpickler with those allowed; the engine method is swapped for the
+    block's duration. (The Trainer's own files, RNG states included, already load weights-only.)
     """
     from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 
     original = TorchCheckpointEngine.load
+    allowed = deepspeed_safe_globals()
 
     def load(self: Any, path: str, map_location: Any = None) -> Any:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location=map_location, weights_only=True)
 
     TorchCheckpointEngine.load = load
     try:
@@ -126,6 +141,8 @@ class TraceTrainer(Trainer):
             if final.exists():  # the same step saved again (e.g. the final step after a periodic save)
                 shutil.rmtree(final)
             staged.rename(final)
+            if not any((run_dir / STAGING).iterdir()):
+                (run_dir / STAGING).rmdir()
             rotate_checkpoints(str(run_dir), self.args.save_total_limit, self.state.best_model_checkpoint)
             log.info("checkpoint %s complete", final)
         self.accelerator.wait_for_everyone()
