@@ -200,14 +200,26 @@ def full_state_dict(trainer: Any) -> dict[str, torch.Tensor]:
 
 
 def save_trained(parts: TrainParts, params: Params, out_dir: Path) -> None:
-    """Consolidate the weights, merge LoRA, save model + tokenizer + image processor + meta (last)."""
+    """Consolidate the weights (every rank), then rank 0 merges LoRA and saves (see :func:`save_merged`)."""
     state = full_state_dict(parts.trainer)
     if parts.trainer.args.process_index != 0:
         return
-    bb, mp = parts.backbone, params.model
-    cls = family_of(mp).model_class
     with full_init(parts.trainer):
-        shell = lora_shell(bb.model.config, mp, cls, bb.proc.ids, head_config(params), train_dtype(params))
+        save_merged(state, params, parts.backbone, out_dir)
+
+
+def save_merged(state: dict[str, torch.Tensor], params: Params, bb: Backbone, out_dir: Path) -> None:
+    """Load a consolidated :class:`TraceModel` state into an unpartitioned copy, merge LoRA, save with meta.
+
+    Args:
+        state: the full state dict of the trained :class:`TraceModel` (peft keys under LoRA).
+        params: the run's params (structure, dtype, meta).
+        bb: the backbone the model was built from (config and processors).
+        out_dir: the model folder (written atomically, ``trace_meta.json`` last).
+    """
+    mp = params.model
+    cls = family_of(mp).model_class
+    shell = lora_shell(bb.model.config, mp, cls, bb.proc.ids, head_config(params), train_dtype(params))
     shell.load_state_dict(
         {k: v.to(torch.float32) if v.is_floating_point() and not params.train.bf16 else v for k, v in state.items()}
     )
