@@ -104,7 +104,7 @@ def test_exact_resume_after_interruption(mini_root: Path, tmp_path: Path) -> Non
     _train(other, stop_at=2, resume=None)
     root = checkpoint_dir(Paths.from_params(other))
     ckpt = sorted(root.glob("checkpoint-*"))
-    assert [c.name for c in ckpt] == ["checkpoint-2"] and not any((root / ".staging").iterdir())
+    assert [c.name for c in ckpt] == ["checkpoint-2"] and not (root / ".staging").exists()
     assert (ckpt[0] / "trace_callbacks.json").is_file()
     resumed = _train(other, None, str(ckpt[-1]))
     a, b = _weights(straight), _weights(resumed)
@@ -117,6 +117,11 @@ def test_exact_resume_after_interruption(mini_root: Path, tmp_path: Path) -> Non
         assert abs(ra["loss"] - rb["loss"]) < 1e-4
     assert [s for s, _ in resumed.val_cb.history] == [0, 2, 4]  # untrained baseline kept, not re-measured
     assert resumed.val_cb.history[:2] == straight.val_cb.history[:2]
+    # killed after the final checkpoint: resuming from it takes no further step
+    again = _train(other, None, str(root / "checkpoint-4"))
+    assert again.trainer.state.global_step == 4 and len(again.metrics_cb.history) == 4
+    for k, v in _weights(again).items():
+        torch.testing.assert_close(v, b[k], atol=0.0, rtol=0.0, msg=k)
 
 
 def _complete(ckpt: Path) -> Path:

@@ -209,6 +209,8 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
         samples, data_hash = load_samples(params, paths)
         ckpt_root = checkpoint_dir(paths)
         resume = prepare_checkpoints(ckpt_root, run_key(params, data_hash))
+        if resume:
+            log.info("resuming from %s", resume)
         with tracking.stage_run(params, STAGE):
             parts = build_trainer(params, paths, samples, ckpt_root, cuda)
             t0 = time.perf_counter()

@@ -119,6 +119,17 @@ class TraceTrainer(Trainer):
             if name in state:
                 cb.restore(state[name])
 
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
+        """The Trainer's epoch, skipped when a resumed run has no step left.
+
+        Resumed from its final checkpoint (killed after it, before the model was saved), the
+        Trainer would take one step past ``max_steps`` when that falls inside an epoch.
+        """
+        if 0 < self.state.max_steps <= self.state.global_step:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)  # type: ignore[no-untyped-call]
+
     def _get_output_dir(self, trial: Any) -> str:
         out = super()._get_output_dir(trial)
         return os.path.join(out, STAGING) if self._staging else out
