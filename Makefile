@@ -22,7 +22,7 @@ export OMP_NUM_THREADS ?= 2
 export PREFECT_HOME ?= $(CURDIR)/.trace/prefect
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.trace/torch_extensions
 
-.PHONY: help install demo test test-fast test-e2e lint ablation prefect-up prefect-down prefect-run mlflow-ui screenshots use-preset
+.PHONY: help install demo test test-fast test-e2e lint ablation prefect-up prefect-down prefect-run mlflow-ui milvus-up milvus-down screenshots use-preset
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -65,6 +65,12 @@ prefect-down: ## stop the Prefect server and the serving process (by recorded PI
 
 prefect-run: ## run the mini deployment on the served Prefect (after make prefect-up) and wait
 	source .trace/prefect.env && prefect deployment run 'trace-pipeline/mini' --watch
+
+milvus-up: install ## start a local Milvus server (auth on, token in .trace/milvus.token) on 127.0.0.1:19530 (background)
+	scripts/milvus-up.sh
+
+milvus-down: ## stop the local Milvus server (by recorded PID)
+	scripts/milvus-down.sh
 
 mlflow-ui: install ## serve the MLflow store on http://127.0.0.1:5000 (foreground)
 	scripts/mlflow-ui.sh

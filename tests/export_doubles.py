@@ -141,8 +141,8 @@ def save_micro_model(model_dir: Path, params: Params, texts: list[str]) -> Path:
     import torch
 
     from trace_core.config import dump_params
-    from trace_core.model.backbone import build_backbone, family_of, save_backbone
-    from trace_core.model.inference import META_FILE
+    from trace_core.model.backbone import build_backbone, family_of
+    from trace_core.model.checkpoint import META_FILE, save_backbone
 
     mp = params.model
     bb = build_backbone(mp, texts, params.base.seed, torch.float32)

@@ -207,6 +207,38 @@ def score(
     typer.echo(json.dumps(result, indent=2, sort_keys=True))
 
 
+@app.command()
+def search(
+    text: Annotated[Optional[str], typer.Argument(help="query text (optional with --image)")] = None,
+    image: Annotated[Optional[Path], typer.Option(help="query image file")] = None,
+    task: Annotated[
+        Optional[str], typer.Option(help="M-BEIR test task whose instruction to use, e.g. mscoco_task0")
+    ] = None,
+    pool: Annotated[Optional[str], typer.Option(help="pool to search (default: the task's, else union)")] = None,
+    k: Annotated[int, typer.Option("--k", help="number of hits")] = 10,
+    model_dir: Annotated[
+        Optional[Path], typer.Option(help="saved model folder (default: the registry's champion)")
+    ] = None,
+    routing: Annotated[Optional[str], typer.Option(help="adaptive, never or always (default: export.routing)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Search the built index with one query; prints the route, the chain and the top-k hits."""
+    import json
+
+    try:
+        p, paths = _setup(params)
+        from trace_core import search as stage
+
+        result = stage.run(p, paths, text, image, task, pool, k, model_dir, routing)
+    except USER_ERRORS as err:
+        _fail(err)
+    if json_out:
+        typer.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    else:
+        typer.echo(stage.render_result(result, str(paths.data_root)))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

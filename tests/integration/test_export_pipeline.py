@@ -46,7 +46,7 @@ def test_export_index_evaluate(setup):
 
     manifest = build_index.run(params, paths)
     assert set(manifest["pools"]) == {"mscoco_task0", "cirr_task7", "union"}
-    assert all(e["collection"].startswith(f"trace_{p}_") for p, e in manifest["pools"].items())
+    assert all(e["collection"].startswith(f"trace_test_key_enc_{p}_") for p, e in manifest["pools"].items())
 
     metrics = evaluate.run(params, paths)
     local = metrics["local"]["tasks"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -69,7 +70,7 @@ def test_train_stage_end_to_end(mini_root: Path, monkeypatch: pytest.MonkeyPatch
     assert client.get_metric_history(version.run_id, "val_r5")
 
 
-def _final_weights(params: Params, stop_at: int | None, resume: str | None) -> dict[str, torch.Tensor]:
+def _train(params: Params, stop_at: int | None, resume: str | None) -> Any:
     from transformers import TrainerCallback
 
     from trace_core.training.build import build_trainer
@@ -86,26 +87,51 @@ def _final_weights(params: Params, stop_at: int | None, resume: str | None) -> d
 
     parts.trainer.add_callback(Stop())
     parts.trainer.train(resume_from_checkpoint=resume)
+    return parts
+
+
+def _weights(parts: Any) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in parts.model.state_dict().items()}
 
 
 def test_exact_resume_after_interruption(mini_root: Path, tmp_path: Path) -> None:
-    """Stop after checkpoint-2, resume: the weights equal an uninterrupted run's."""
+    """Stop after checkpoint-2, resume: weights, losses, curve rows and validation history equal a straight run's."""
     from trace_core.training.train import checkpoint_dir
 
     data = Paths.from_params(make_params(mini_root)).data_root
     for sub in ("a", "b"):
         (tmp_path / sub / "data").mkdir(parents=True)
         (tmp_path / sub / "data" / "mbeir").symlink_to(data, target_is_directory=True)
-    straight = _final_weights(make_params(tmp_path / "a", eval_steps=0), None, None)
-    other = make_params(tmp_path / "b", eval_steps=0)
-    _final_weights(other, stop_at=2, resume=None)
-    ckpt = sorted(checkpoint_dir(Paths.from_params(other)).glob("checkpoint-*"))
-    assert [c.name for c in ckpt] == ["checkpoint-2"]
-    resumed = _final_weights(other, None, str(ckpt[-1]))
-    assert straight.keys() == resumed.keys()
-    for k in straight:
-        torch.testing.assert_close(resumed[k], straight[k], atol=1e-5, rtol=1e-4, msg=k)
+    fast_val = {"eval_steps": 2, "val_queries": 4, "val_max_new_tokens": 1}
+    straight = _train(make_params(tmp_path / "a", **fast_val), None, None)
+    other = make_params(tmp_path / "b", **fast_val)
+    _train(other, stop_at=2, resume=None)
+    root = checkpoint_dir(Paths.from_params(other))
+    ckpt = sorted(root.glob("checkpoint-*"))
+    assert [c.name for c in ckpt] == ["checkpoint-2"] and not (root / ".staging").exists()
+    assert (ckpt[0] / "trace_callbacks.json").is_file()
+    resumed = _train(other, None, str(ckpt[-1]))
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4, msg=k)
+    rows_a, rows_b = straight.metrics_cb.history, resumed.metrics_cb.history
+    assert [r["step"] for r in rows_b] == [r["step"] for r in rows_a] == [1.0, 2.0, 3.0, 4.0]  # curve survives
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        assert abs(ra["loss"] - rb["loss"]) < 1e-4
+    assert [s for s, _ in resumed.val_cb.history] == [0, 2, 4]  # untrained baseline kept, not re-measured
+    assert resumed.val_cb.history[:2] == straight.val_cb.history[:2]
+    # killed after the final checkpoint: resuming from it takes no further step
+    again = _train(other, None, str(root / "checkpoint-4"))
+    assert again.trainer.state.global_step == 4 and len(again.metrics_cb.history) == 4
+    for k, v in _weights(again).items():
+        torch.testing.assert_close(v, b[k], atol=0.0, rtol=0.0, msg=k)
+
+
+def _complete(ckpt: Path) -> Path:
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text("{}")
+    return ckpt
 
 
 def test_checkpoints_of_other_params_are_cleared(tmp_path: Path) -> None:
@@ -113,11 +139,42 @@ def test_checkpoints_of_other_params_are_cleared(tmp_path: Path) -> None:
 
     root = tmp_path / "ckpt"
     assert prepare_checkpoints(root, "k1") is None
-    (root / "checkpoint-2").mkdir()
-    (root / "checkpoint-10").mkdir()
+    _complete(root / "checkpoint-2")
+    _complete(root / "checkpoint-10")
     assert prepare_checkpoints(root, "k1") == str(root / "checkpoint-10")
     assert prepare_checkpoints(root, "k2") is None
     assert not (root / "checkpoint-10").exists()
+
+
+def test_incomplete_checkpoints_are_removed_not_resumed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An empty checkpoint-N (kill -9 mid-save before the staging rename) and a staging folder."""
+    from trace_core.training.train import prepare_checkpoints
+
+    root = tmp_path / "ckpt"
+    prepare_checkpoints(root, "k")
+    _complete(root / "checkpoint-2")
+    (root / "checkpoint-4").mkdir()  # empty: what a kill at the save moment used to leave
+    (root / "checkpoint-6").mkdir()
+    (root / "checkpoint-6" / "rng_state.pth").write_bytes(b"partial")
+    (root / ".staging" / "checkpoint-8").mkdir(parents=True)
+    with caplog.at_level("WARNING"):
+        assert prepare_checkpoints(root, "k") == str(root / "checkpoint-2")
+    assert sorted(p.name for p in root.iterdir()) == ["checkpoint-2", "run_key.txt"]
+    assert "checkpoint-4 is incomplete" in caplog.text and "interrupted checkpoint save" in caplog.text
+
+
+def test_other_ranks_choose_the_same_checkpoint_without_deleting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trace_core.training.train import prepare_checkpoints
+
+    root = tmp_path / "ckpt"
+    prepare_checkpoints(root, "k")
+    _complete(root / "checkpoint-2")
+    (root / "checkpoint-4").mkdir()
+    monkeypatch.setenv("RANK", "1")
+    assert prepare_checkpoints(root, "k") == str(root / "checkpoint-2")
+    assert (root / "checkpoint-4").exists()  # rank 0 deletes
 
 
 @pytest.mark.slow

@@ -226,11 +226,14 @@ def test_unchanged_rule_without_metadata_uses_the_chains_source_sentence() -> No
     assert _rule(FilterInput("6:1", same, "Which jacket is blue?", None, None, task_id=6)) == ""  # not an edit
 
 
+ENDPOINT = {"kind": "openai", "model": "teacher", "base_url": "http://127.0.0.1:8000/v1"}
+
+
 def test_teacher_max_tokens_must_reach_the_filter_length_bounds() -> None:
     assert Params().cot_generate.teacher.max_new_tokens >= 256 + 64 + 24
     with pytest.raises(ParamsError, match=r"cot_generate.teacher.max_new_tokens \(256\) must be at least .* \(344\)"):
-        parse_params({"cot_generate": {"teacher": {"kind": "openai", "max_new_tokens": 256}}}, "p.yaml")
-    ok = {"kind": "openai", "max_new_tokens": 64}
+        parse_params({"cot_generate": {"teacher": {**ENDPOINT, "max_new_tokens": 256}}}, "p.yaml")
+    ok = {**ENDPOINT, "max_new_tokens": 64}
     assert parse_params(
         {"cot_generate": {"teacher": ok}, "cot_curate": {"reasoning_max_tokens": 32, "answer_max_tokens": 8}}
     )

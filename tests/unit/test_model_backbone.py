@@ -9,15 +9,8 @@ import torch
 from micro import micro_tiny
 
 from trace_core.config import ModelParams
-from trace_core.model.backbone import (
-    build_backbone,
-    family_of,
-    load_saved,
-    merged_for_saving,
-    mrope_section,
-    prepare_trainable,
-    save_backbone,
-)
+from trace_core.model.backbone import build_backbone, family_of, mrope_section, prepare_trainable
+from trace_core.model.checkpoint import load_saved, merged_for_saving, save_backbone
 from trace_core.model.prompts import messages
 from trace_core.model.tokens import IMAGE_PAD, special_ids
 from trace_core.types import EncodeItem

@@ -237,7 +237,7 @@ def test_urls_logged_without_credentials(params: Params) -> None:
     teacher = {"kind": "openai", "model": "m", "base_url": url}
     raw = {**params.model_dump(by_alias=True), "cot_generate": {"teacher": teacher}}
     p = Params.model_validate(raw)
-    with tracking.stage_run(p, "cot_generate") as rid:
+    with tracking.stage_run(p, "cot_generate", STAGES["cot_generate"].params) as rid:
         pass
     client = _client(p)
     run = client.get_run(rid)

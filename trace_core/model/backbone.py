@@ -177,24 +177,6 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> in
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def save_backbone(model: Any, proc: Processors, out_dir: Path) -> None:
-    """Save model weights/config, tokenizer and image processor side by side."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    proc.tokenizer.save_pretrained(out_dir)
-    proc.image_processor.save_pretrained(out_dir)
-
-
-def load_saved(model_dir: Path, mp: ModelParams, model_class_name: str, dtype: torch.dtype) -> Backbone:
-    """Load what :func:`save_backbone` wrote (the parts explicitly; see ENVIRONMENT.md)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = model_class(model_class_name).from_pretrained(str(model_dir), dtype=dtype)
-    merge = model.config.vision_config.spatial_merge_size
-    return Backbone(model, processors(tokenizer, image_processor(mp, model_dir), mp, merge), mp.family)
-
-
 LLM_LINEAR_PATTERN = r".*language_model.*\.({names})"
 
 
@@ -230,8 +212,3 @@ def prepare_trainable(model: Any, mp: ModelParams, emb_id: int) -> Any:
         for p in visual.merger.parameters():
             p.requires_grad_(mp.train_merger)
     return model
-
-
-def merged_for_saving(model: Any) -> Any:
-    """The plain ``transformers`` model to save: LoRA merged into the weights."""
-    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model

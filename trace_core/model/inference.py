@@ -18,7 +18,6 @@ tokenised, padded) are built by DataLoader worker processes while the model runs
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from trace_core.io import sha256_file
 from trace_core.model.collate import Processors, encode_items
 from trace_core.types import EncodeItem, Route, RoutingMode, Side
 
@@ -39,7 +37,6 @@ if TYPE_CHECKING:
     from trace_core.model.trace_model import TraceModel
 
 log = logging.getLogger(__name__)
-META_FILE = "trace_meta.json"
 T = TypeVar("T")
 
 
@@ -285,31 +282,16 @@ class TraceEncoder:
         return routed_encode(self.model, self._to_device(batch), mode, cap)
 
 
-def model_hash(model_dir: Path) -> str:
-    """Stable id of saved weights: sha256 of the safetensors files, first 16 hex digits."""
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{model_dir}: no *.safetensors weights")
-    return sha256_file(files[0])[:16] if len(files) == 1 else sha256_file_list(files)[:16]
-
-
-def sha256_file_list(files: list[Path]) -> str:
-    """sha256 over the hashes of several files (sharded checkpoints)."""
-    import hashlib
-
-    return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
-
-
 def load_encoder(model_dir: Path, device: str = "cpu", num_workers: int = 0) -> TraceEncoder:
     """Load the encoder saved by the train stage (weights, tokenizer, image processor, meta).
 
     ``num_workers``: DataLoader workers that build batch inputs ahead of the forwards (0: inline).
     """
     from trace_core.config import ModelParams
-    from trace_core.model.backbone import load_saved
+    from trace_core.model.checkpoint import load_saved, model_hash, read_meta
     from trace_core.model.trace_model import HeadConfig, TraceModel
 
-    meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
+    meta = read_meta(model_dir)
     mp = ModelParams.model_validate(meta["params"]["model"])
     dtype = torch.bfloat16 if meta.get("dtype") == "bfloat16" else torch.float32
     bb = load_saved(model_dir, mp, meta["model_class"], dtype)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -139,12 +140,26 @@ class TraceModel(nn.Module):
         ce = token_cross_entropy(self.logits(hidden[:, :-1][mask]), shift[mask])  # (n_labelled,)
         return pool_at(hidden, chunk["pool_index"]), ce.sum(), (ce * first).sum()
 
-    @staticmethod
     def _label_means(
-        labels: torch.Tensor, ce_sums: torch.Tensor, first_sums: torch.Tensor
+        self, labels: torch.Tensor, ce_sums: torch.Tensor, first_sums: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token-mean CE and decision-token mean CE of the (global) batch from this rank's sums.
+
+        With gathered InfoNCE over several ranks the means are over the global batch as well:
+        each rank divides its sums by the global counts (all-reduced) and scales by the world
+        size, so the data-parallel gradient average is the gradient of the global means and the
+        ranks' mean of ``loss_gen`` is the global ``L_gen`` (one rank x batch 2b == two ranks x b
+        also when the ranks hold different numbers of labelled tokens).
+        """
         mask = labels[:, 1:] != IGNORE_INDEX
-        return mean_of_sums([ce_sums], mask.sum()), mean_of_sums([first_sums], mask.any(dim=1).sum())
+        counts = torch.stack([mask.sum(), mask.any(dim=1).sum()])  # labelled tokens, labelled rows
+        _, size = world()
+        scale = 1.0
+        if self.head.gather and size > 1:
+            counts = counts.clone()
+            dist.all_reduce(counts)
+            scale = float(size)
+        return scale * mean_of_sums([ce_sums], counts[0]), scale * mean_of_sums([first_sums], counts[1])
 
     def embed_chunked(
         self, batch: dict[str, Any], labels: torch.Tensor, size: int

@@ -105,7 +105,7 @@ def version_tags(params: Params, model_id: str) -> dict[str, str]:
 def _model_id(model_dir: Path) -> str:
     """The encoder's stable weights hash (what export/index/evaluate record as model_id)."""
     try:
-        from trace_core.model.inference import model_hash
+        from trace_core.model.checkpoint import model_hash
     except ImportError:  # pragma: no cover - the model package is part of trace_core
         return ""
     return str(model_hash(model_dir))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,19 +12,10 @@ from typing import Any
 
 import torch
 
-from trace_core.config import Params, dump_params
-from trace_core.model.backbone import (
-    Backbone,
-    build_backbone,
-    count_parameters,
-    family_of,
-    merged_for_saving,
-    model_class,
-    prepare_trainable,
-    save_backbone,
-)
+from trace_core.config import Params
+from trace_core.model.backbone import Backbone, build_backbone, count_parameters, family_of, prepare_trainable
+from trace_core.model.checkpoint import lora_shell, merged_for_saving, trace_meta, write_model_dir
 from trace_core.model.collate import TrainCollator
-from trace_core.model.inference import META_FILE
 from trace_core.model.trace_model import HeadConfig, TraceModel
 from trace_core.paths import Paths
 from trace_core.ranks import is_main_process
@@ -82,6 +71,8 @@ def build_model(params: Params, samples: list[TrainSample], tokenizer_dir: Path)
     if params.model.family == "tiny" and tokenizer is None:
         bb.proc.tokenizer.save_pretrained(str(tokenizer_dir))
     trainable = prepare_trainable(bb.model, params.model, bb.proc.ids.emb)
+    if params.train.deepspeed and params.train.zero_stage == 3:
+        register_zero3_token_params(trainable)
     return TraceModel(trainable, bb.proc.ids, head_config(params)), bb
 
 
@@ -112,8 +103,30 @@ def training_arguments(params: Params, out_dir: Path, cuda: bool) -> Any:
         remove_unused_columns=False,
         use_cpu=not cuda,
         disable_tqdm=True,
-        deepspeed=deepspeed_config(tp) if tp.deepspeed else None,
+        deepspeed=deepspeed_config(tp, cuda) if tp.deepspeed else None,
     )
+
+
+def register_zero3_token_params(model: Any) -> int:
+    """Tell ZeRO-3 which parameters peft's trainable-token layers read; return how many layers.
+
+    ZeRO-3 gathers a module's own parameters in its pre-forward (and pre-backward) hook.
+    peft's ``TrainableTokensLayer`` (the ``<|emb|>`` rows of the embeddings and LM head) reads
+    its base layer's weight and its delta (in a ``ParameterDict``) directly, without calling
+    their modules, so both would stay partitioned (empty) in its forward. Registered as the
+    layer's external parameters they are gathered around its forward and backward. (Marking the
+    layer a ZeRO-3 leaf instead fails for the input embeddings: a leaf reduces its gradients in
+    a module backward hook, which fires before the delta's gradient exists when the module's
+    input, the token ids, needs no gradient.)
+    """
+    from deepspeed.runtime.zero.partition_parameters import register_external_parameter
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    layers = [m for m in model.modules() if isinstance(m, TrainableTokensLayer)]
+    for layer in layers:
+        for param in [layer.base_layer.weight, *layer.trainable_tokens_delta.values()]:
+            register_external_parameter(layer, param)
+    return len(layers)
 
 
 def build_trainer(params: Params, paths: Paths, samples: list[TrainSample], ckpt_root: Path, cuda: bool) -> TrainParts:
@@ -220,30 +233,28 @@ def full_state_dict(trainer: Any) -> dict[str, torch.Tensor]:
 
 
 def save_trained(parts: TrainParts, params: Params, out_dir: Path) -> None:
-    """Save merged weights, tokenizer, image processor, then ``trace_meta.json`` (last)."""
+    """Consolidate the weights (every rank), then rank 0 merges LoRA and saves (see :func:`save_merged`)."""
     state = full_state_dict(parts.trainer)
     if not is_main_process():
         return
-    bb, mp = parts.backbone, params.model
     with full_init(parts.trainer):
-        fresh = model_class(family_of(mp).model_class)(bb.model.config).to(train_dtype(params))
-    shell = TraceModel(prepare_trainable(fresh, mp, bb.proc.ids.emb), bb.proc.ids, head_config(params))
+        save_merged(state, params, parts.backbone, out_dir)
+
+
+def save_merged(state: dict[str, torch.Tensor], params: Params, bb: Backbone, out_dir: Path) -> None:
+    """Load a consolidated :class:`TraceModel` state into an unpartitioned copy, merge LoRA, save with meta.
+
+    Args:
+        state: the full state dict of the trained :class:`TraceModel` (peft keys under LoRA).
+        params: the run's params (structure, dtype, meta).
+        bb: the backbone the model was built from (config and processors).
+        out_dir: the model folder (written atomically, ``trace_meta.json`` last).
+    """
+    mp = params.model
+    cls = family_of(mp).model_class
+    shell = lora_shell(bb.model.config, mp, cls, bb.proc.ids, head_config(params), train_dtype(params))
     shell.load_state_dict(
         {k: v.to(torch.float32) if v.is_floating_point() and not params.train.bf16 else v for k, v in state.items()}
     )
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_backbone(merged_for_saving(shell.backbone), bb.proc, tmp)
-    meta = {
-        "family": mp.family,
-        "model_class": family_of(mp).model_class,
-        "emb_token": mp.emb_token,
-        "emb_token_id": bb.proc.ids.emb,
-        "dtype": "bfloat16" if params.train.bf16 else "float32",
-        "temperature": float(shell.temperature()),
-        "params": dump_params(params),
-    }
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    log.debug("saved trained model to %s", out_dir)
+    meta = trace_meta(params, cls, bb.proc.ids.emb, float(shell.temperature()))
+    write_model_dir(merged_for_saving(shell.backbone), bb.proc, meta, out_dir)

@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -147,9 +147,21 @@ class ValidationCallback(TrainerCallback):
                 time.perf_counter() - t0,
             )
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the history (step 0 = the untrained baseline) and the last result."""
+        last = None if self.last is None else asdict(self.last)
+        return {"history": [[s, r] for s, r in self.history], "chance": self.chance, "last": last}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Continue the history of the run a checkpoint came from."""
+        self.history = [(int(s), float(r)) for s, r in saved["history"]]
+        self.chance = float(saved["chance"])
+        self.last = None if saved["last"] is None else ValidationResult(**saved["last"])
+
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
-        """Untrained (or resumed) model's recall."""
-        self._run(model, state.global_step)
+        """Untrained model's recall (a resumed run keeps the baseline of its checkpoint's history)."""
+        if not self.history:
+            self._run(model, state.global_step)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
         """Every ``eval_steps`` optimizer steps."""
@@ -168,6 +180,14 @@ class MetricsCallback(TrainerCallback):
     global_batch: int
     history: list[dict[str, float]] = field(default_factory=list)
     _last: tuple[float, int] | None = None
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the logged rows so far."""
+        return {"history": self.history}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Continue the rows of the run a checkpoint came from."""
+        self.history = [{k: float(v) for k, v in row.items()} for row in saved["history"]]
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         """Start the throughput clock."""

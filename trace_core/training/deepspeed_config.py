@@ -7,16 +7,19 @@ from typing import Any
 from trace_core.config import TrainParams
 
 
-def deepspeed_config(tp: TrainParams) -> dict[str, Any]:
+def deepspeed_config(tp: TrainParams, cuda: bool = True) -> dict[str, Any]:
     """A ZeRO config dict for ``TrainingArguments(deepspeed=...)``.
 
     Micro batch, clipping and precision are concrete values from params (the Trainer checks
     them against its own arguments, which come from the same params). Without offload the
     Trainer's AdamW is used as a client optimizer; with offload DeepSpeed's (CPU) AdamW is
-    configured, because ZeRO-Offload needs it.
+    configured, because ZeRO-Offload needs it; without CUDA that optimizer is torch's AdamW
+    (``torch_adam``): DeepSpeed's own CPU Adam is a C++ op compiled at first use, which sat
+    for minutes on every rank before the first step on the CPU accelerator.
 
     Args:
         tp: the ``train`` params section.
+        cuda: whether training runs on CUDA devices.
 
     Returns:
         The DeepSpeed config mapping.
@@ -46,4 +49,6 @@ def deepspeed_config(tp: TrainParams) -> dict[str, Any]:
             "type": "AdamW",
             "params": {"lr": tp.learning_rate, "weight_decay": tp.weight_decay, "betas": [0.9, 0.999], "eps": 1e-8},
         }
+        if not cuda:
+            cfg["optimizer"]["params"]["torch_adam"] = True
     return cfg

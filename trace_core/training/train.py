@@ -66,16 +66,52 @@ def run_key(params: Params, data_hash: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _is_rank0() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
 def prepare_checkpoints(root: Path, key: str) -> str | None:
-    """Return the latest checkpoint to resume from, or clear checkpoints of another run."""
+    """The newest complete checkpoint to resume from (None: start afresh).
+
+    Checkpoints of other params/data are cleared; the staging folder of an interrupted save
+    and any ``checkpoint-N`` without ``trainer_state.json`` (incomplete) are removed with a
+    warning. Every rank makes the same choice; only rank 0 deletes and writes.
+    """
+    from trace_core.training.trainer import COMPLETE_MARKER, STAGING
+
     key_file = root / "run_key.txt"
+    write = _is_rank0()
     if root.exists() and (not key_file.exists() or key_file.read_text().strip() != key):
         log.warning("checkpoints in %s belong to other params/data: starting afresh", root)
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(key)
-    ckpts = sorted(root.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(ckpts[-1]) if ckpts else None
+        if write:
+            shutil.rmtree(root)
+        _write_key(root, key_file, key, write)
+        return None
+    _write_key(root, key_file, key, write)
+    if (root / STAGING).exists() and any((root / STAGING).iterdir()):
+        log.warning("%s: removing an interrupted checkpoint save", root / STAGING)
+        if write:
+            shutil.rmtree(root / STAGING, ignore_errors=True)
+    elif write:
+        shutil.rmtree(root / STAGING, ignore_errors=True)
+    complete = []
+    for ckpt in root.glob("checkpoint-*"):
+        if not ckpt.name.split("-", 1)[1].isdigit():
+            continue
+        if (ckpt / COMPLETE_MARKER).is_file():
+            complete.append(ckpt)
+            continue
+        log.warning("%s is incomplete (no %s): removed, not resumed", ckpt, COMPLETE_MARKER)
+        if write:
+            shutil.rmtree(ckpt, ignore_errors=True)
+    complete.sort(key=lambda p: int(p.name.split("-")[-1]))
+    return str(complete[-1]) if complete else None
+
+
+def _write_key(root: Path, key_file: Path, key: str, write: bool) -> None:
+    if write:
+        root.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(key)
 
 
 def load_samples(params: Params, paths: Paths) -> tuple[list[Any], str]:
@@ -92,17 +128,28 @@ def load_samples(params: Params, paths: Paths) -> tuple[list[Any], str]:
     return samples, hashlib.sha256(src.encode()).hexdigest()
 
 
-def train_summary(trainer: Any, val_cb: Any, metrics_cb: Any, wall: float, n_train: int, n_val: int) -> dict[str, Any]:
-    """The ``metrics/train.json`` content."""
+def train_timings(metrics_cb: Any, wall: float, peak_gpu_mem_gib: float | None) -> dict[str, Any]:
+    """Run-specific measurements of training (``metrics/timings/train.json``, never a DVC output)."""
+    rates = [h["samples_per_s"] for h in metrics_cb.history if "samples_per_s" in h]
+    return {
+        "wall_time_s": round(wall, 1),
+        "samples_per_s": round(sum(rates) / len(rates), 3) if rates else None,
+        "samples_per_s_by_step": [
+            [int(h["step"]), h["samples_per_s"]] for h in metrics_cb.history if "samples_per_s" in h
+        ],
+        "peak_gpu_mem_gib": peak_gpu_mem_gib,
+    }
+
+
+def train_summary(trainer: Any, val_cb: Any, metrics_cb: Any, n_train: int, n_val: int) -> dict[str, Any]:
+    """The ``metrics/train.json`` content: reproducible numbers only (timings go apart)."""
     hist = metrics_cb.history
     last = hist[-1] if hist else {}
-    rates = [h["samples_per_s"] for h in hist if "samples_per_s" in h]
     return {
         "steps": int(trainer.state.global_step),
         "n_train": n_train,
+        "world_size": int(trainer.args.world_size),
         "n_val": n_val,
-        "wall_time_s": round(wall, 1),
-        "samples_per_s": round(sum(rates) / len(rates), 3) if rates else None,
         "final_loss": last.get("loss"),
         "final_loss_gen": last.get("loss_gen"),
         "final_loss_ret": last.get("loss_ret"),
@@ -118,7 +165,10 @@ def train_summary(trainer: Any, val_cb: Any, metrics_cb: Any, wall: float, n_tra
 
 
 def summary_text(summary: dict[str, Any], k: int) -> str:
-    """One line: steps, time, final losses, validation R@k before/after against chance, registered version."""
+    """One line: steps, time, final losses, validation R@k before/after against chance, registered version.
+
+    ``summary`` is ``metrics/train.json``'s content, with the wall time from the timings.
+    """
 
     def pct(key: str) -> str:
         value = summary.get(key)
@@ -129,7 +179,7 @@ def summary_text(summary: dict[str, Any], k: int) -> str:
         return "?" if value is None else f"{value:.3f}"
 
     return (
-        f"{summary['steps']} steps in {summary['wall_time_s']:.0f} s; final loss {num('final_loss')} "
+        f"{summary['steps']} steps in {summary.get('wall_time_s') or 0:.0f} s; final loss {num('final_loss')} "
         f"(gen {num('final_loss_gen')}, ret {num('final_loss_ret')}); validation R@{k} "
         f"{pct(f'val_r{k}_untrained')} -> {pct(f'val_r{k}_trained')} (chance {pct(f'val_r{k}_chance')}); "
         f"registered version {summary.get('registered_version') or '-'}"
@@ -137,8 +187,8 @@ def summary_text(summary: dict[str, Any], k: int) -> str:
 
 
 def curve_csv(history: list[dict[str, float]], val_history: list[tuple[int, float]], k: int) -> str:
-    """Training curve as CSV (step, losses, lr, samples/s, validation recall) for DVC plots."""
-    cols = ["loss", "loss_gen", "loss_ret", "loss_route", "learning_rate", "samples_per_s", f"val_r{k}"]
+    """Training curve as CSV (step, losses, lr, validation recall) for DVC plots; throughput is in the timings."""
+    cols = ["loss", "loss_gen", "loss_ret", "loss_route", "learning_rate", f"val_r{k}"]
     rows: dict[int, dict[str, float]] = {int(h["step"]): dict(h) for h in history}
     for step, recall in val_history:
         rows.setdefault(step, {})[f"val_r{k}"] = recall
@@ -164,12 +214,16 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
         samples, data_hash = load_samples(params, paths)
         ckpt_root = checkpoint_dir(paths)
         resume = prepare_checkpoints(ckpt_root, run_key(params, data_hash))
+        if resume:
+            log.info("resuming from %s", resume)
         parts = build_trainer(params, paths, samples, ckpt_root, cuda)
         t0 = time.perf_counter()
         parts.trainer.train(resume_from_checkpoint=resume)
         wall = time.perf_counter() - t0
-        summary = train_summary(parts.trainer, parts.val_cb, parts.metrics_cb, wall, parts.n_train, parts.n_val)
+        summary = train_summary(parts.trainer, parts.val_cb, parts.metrics_cb, parts.n_train, parts.n_val)
         summary.update(parts.counts)
+        peak = round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None
+        timings = train_timings(parts.metrics_cb, wall, peak)
         save_trained(parts, params, paths.model_dir)
         if is_main_process():
             curve = paths.reports_dir / STAGE / "curve.csv"
@@ -177,10 +231,12 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
             write_text(curve, text)
             png = training_curve(text, curve.with_suffix(".png"), k=parts.val_cb.k, chance=parts.val_cb.chance)
             write_json(paths.metrics_file(STAGE), summary)
+            write_json(paths.timings_file(STAGE), timings)
             tracking.log_artifact(curve, "train")
             tracking.log_artifact(png, "train")
-        tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+        scalars = {**summary, **timings}
+        tracking.log_metrics({k: v for k, v in scalars.items() if isinstance(v, (int, float))})
         tracking.log_artifact(paths.metrics_file(STAGE))
         summary["registered_version"] = tracking.register_model(params, paths.model_dir)
-    log.info("train: %s", summary_text(summary, parts.val_cb.k))
+    log.info("train: %s", summary_text({**summary, **timings}, parts.val_cb.k))
     return summary
