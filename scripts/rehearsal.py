@@ -278,7 +278,7 @@ def failures(report: dict[str, Any], nproc: int) -> list[str]:
     bad = []
     if report["resume_loss_max_abs_diff"] > TOL["resume"]:
         bad.append("resume losses differ from the uninterrupted run's")
-    if report["curve_steps"] != list(range(1, report["steps"] + 1)) or not report["untrained_baseline_kept"]:
+    if report["curve_steps"] != list(range(report["steps"] + 1)) or not report["untrained_baseline_kept"]:
         bad.append("the curve or the untrained baseline did not survive the resume")
     if report["merge_embedding_max_abs_diff"] > TOL["merge"]:
         bad.append("merged embeddings differ from the unmerged LoRA model's")
