@@ -22,7 +22,7 @@ export OMP_NUM_THREADS ?= 2
 export PREFECT_HOME ?= $(CURDIR)/.trace/prefect
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.trace/torch_extensions
 
-.PHONY: help install demo test test-fast test-e2e lint ablation prefect-up prefect-down prefect-run mlflow-ui use-preset rehearsal gpu-smoke
+.PHONY: help install demo test test-fast test-e2e lint ablation prefect-up prefect-down prefect-run mlflow-ui milvus-up milvus-down screenshots use-preset rehearsal gpu-smoke
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -36,7 +36,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## create .venv and install the project (CPU torch)
 
-demo: install ## run all nine stages on params.yaml (dvc repro) and print the M-BEIR table
+demo: install ## run all ten stages on params.yaml (dvc repro) and print the M-BEIR and zero-shot tables
 	scripts/demo.sh
 
 test: install ## the test suite CI runs: fast tests, then the end-to-end mini pipeline (slow)
@@ -63,7 +63,7 @@ gpu-smoke: install ## the rehearsal on CUDA (one rank per GPU, at most 2; skippe
 	else echo "gpu-smoke: no CUDA device, skipped"; fi
 
 ablation: install ## routing adaptive/never/always + a no-chain control on M-BEIR-mini -> reports/ablation.md
-	$(BIN)/python -m trace_core.ablation
+	$(BIN)/python -m flows.ablation
 
 prefect-up: install ## start a Prefect server on 127.0.0.1 and serve the deployments (background)
 	scripts/prefect-up.sh
@@ -74,8 +74,17 @@ prefect-down: ## stop the Prefect server and the serving process (by recorded PI
 prefect-run: ## run the mini deployment on the served Prefect (after make prefect-up) and wait
 	source .trace/prefect.env && prefect deployment run 'trace-pipeline/mini' --watch
 
+milvus-up: install ## start a local Milvus server (auth on, token in .trace/milvus.token) on 127.0.0.1:19530 (background)
+	scripts/milvus-up.sh
+
+milvus-down: ## stop the local Milvus server (by recorded PID)
+	scripts/milvus-down.sh
+
 mlflow-ui: install ## serve the MLflow store on http://127.0.0.1:5000 (foreground)
 	scripts/mlflow-ui.sh
+
+screenshots: install ## headless Chromium check of the MLflow compare view, Data Docs index, gallery -> reports/screenshots/
+	$(BIN)/python scripts/screenshots.py
 
 use-preset: ## copy presets/$(PRESET).yaml over params.yaml after checking it: make use-preset PRESET=full-qwen2.5-vl-7b
 	@test -n "$(PRESET)" || { echo "usage: make use-preset PRESET=<name>; presets: $$(ls presets | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }

@@ -44,12 +44,12 @@ log = logging.getLogger("bench_routing")
 EDIT_TASKS = ("cirr_task7", "fashioniq_task7")
 
 
-def query_items(paths: Paths, stems: list[str], seed: int, limit: int) -> list:
+def query_items(paths: Paths, stems: list[str], seed: int, limit: int, norm: str = "uniir") -> list:
     instructions = parse_instructions(instructions_file(paths.data_root))
     items = []
     for stem in stems:
         queries = load_queries(query_file(paths.data_root, "test", stem))[:limit]
-        items += [query_item(q, instructions, seed)[0] for q in queries]
+        items += [query_item(q, instructions, seed, norm)[0] for q in queries]  # type: ignore[arg-type]
     return items
 
 
@@ -109,14 +109,15 @@ def bench_pooling(encoder, items, paths: Paths, args, ex) -> dict:
     }
 
 
-def bench_export(encoder, paths: Paths, stem: str, args, ex) -> dict:
+def bench_export(encoder, paths: Paths, stem: str, args, ex, norm: str = "uniir") -> dict:
     """Items/s of export_shards (collate, images, shard files) vs bare forwards on pre-built batches."""
     import torch
 
     from trace_core.model.collate import encode_items
 
     task = TEST_TASKS_BY_STEM[stem]
-    items = [candidate_item(c, task.task_id) for c in load_pool(local_pool_file(paths.data_root, stem))][: args.limit]
+    pool = load_pool(local_pool_file(paths.data_root, stem))
+    items = [candidate_item(c, task.task_id, norm) for c in pool][: args.limit]  # type: ignore[arg-type]
     bs = ex.batch_size
     proc = encoder.proc
     batches = [
@@ -194,26 +195,38 @@ def main() -> None:
     with torch.inference_mode():
         result["direct_tasks"] = {
             "tasks": direct,
-            **bench_modes(encoder, query_items(paths, direct, params.base.seed, args.limit), paths, args, ex),
+            **bench_modes(
+                encoder,
+                query_items(paths, direct, params.base.seed, args.limit, params.data.normalize_text),
+                paths,
+                args,
+                ex,
+            ),
         }
         result["edit_tasks"] = {
             "tasks": edit,
-            **bench_modes(encoder, query_items(paths, edit, params.base.seed, args.limit), paths, args, ex),
+            **bench_modes(
+                encoder,
+                query_items(paths, edit, params.base.seed, args.limit, params.data.normalize_text),
+                paths,
+                args,
+                ex,
+            ),
         }
     with torch.inference_mode():
         # routing overhead alone: only the queries adaptive sends direct, adaptive vs never
         for group in ("direct_tasks", "edit_tasks"):
-            items = query_items(paths, result[group]["tasks"], params.base.seed, args.limit)
+            items = query_items(paths, result[group]["tasks"], params.base.seed, args.limit, params.data.normalize_text)
             routes = encoder.encode_queries(items, paths.data_root, "adaptive", ex.max_new_tokens, ex.batch_size).routes
             direct_items = [it for it, r in zip(items, routes, strict=True) if r == "direct"]
             if direct_items:
                 sub = argparse.Namespace(**{**vars(args), "modes": "adaptive,never"})
                 result[group]["routed_direct_only"] = bench_modes(encoder, direct_items, paths, sub, ex)
     with torch.inference_mode():
-        mixed = query_items(paths, present, params.base.seed, args.mixed_per_task)
+        mixed = query_items(paths, present, params.base.seed, args.mixed_per_task, params.data.normalize_text)
         random.Random(params.base.seed).shuffle(mixed)
         result["mixed_pooling"] = {"tasks": present, **bench_pooling(encoder, mixed, paths, args, ex)}
-    result["export"] = bench_export(encoder, paths, direct[0], args, ex)
+    result["export"] = bench_export(encoder, paths, direct[0], args, ex, params.data.normalize_text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -1,5 +1,7 @@
 """DVC command construction and log streaming for the Prefect flows (no Prefect import).
 
+The stages and phases come from the registry, :mod:`trace_core.stages`.
+
 DVC decides what is stale and is the only cache: a phase is ``dvc repro <stages>``, or
 ``dvc exp run -S key=value ... <stages>`` when the flow was given parameter overrides.
 """
@@ -17,30 +19,12 @@ from typing import Any
 import yaml
 
 from trace_core.env import TELEMETRY_OFF
-
-#: the pipeline's phases, each a Prefect flow running these DVC stages in order.
-PHASES: dict[str, tuple[str, ...]] = {
-    "data": ("download", "validate"),
-    "cot": ("cot_generate", "cot_curate", "cot_build"),
-    "train": ("train",),
-    "index": ("export", "index"),
-    "evaluate": ("evaluate",),
-}
-#: stages whose I/O can fail transiently (hub download, teacher endpoint, Milvus server).
-IO_STAGES: frozenset[str] = frozenset({"download", "cot_generate", "index"})
-#: DVC metrics file each stage writes (relative to ``paths.metrics_dir``), if any.
-STAGE_METRICS: dict[str, str] = {
-    "validate": "validation.json",
-    "cot_curate": "cot_curate.json",
-    "cot_build": "cot_build.json",
-    "train": "train.json",
-    "evaluate": "mbeir.json",
-}
+from trace_core.flatten import numeric_leaves
 
 Scalar = str | int | float | bool | None
 
 
-def format_override(key: str, value: Scalar) -> str:
+def format_override(key: str, value: Any) -> str:
     """Render one ``-S`` assignment; values are YAML scalars exactly as DVC parses them."""
     text = yaml.safe_dump(value, default_flow_style=True).strip()
     text = text.removesuffix("\n...").removesuffix("...").strip()
@@ -92,32 +76,13 @@ def stream(cmd: Sequence[str], cwd: Path, env: Mapping[str, str], emit: Callable
         return proc.wait()
 
 
-def flatten_metrics(obj: Any, prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a metrics JSON as dotted keys."""
-    if isinstance(obj, Mapping):
-        out: dict[str, float] = {}
-        for key, value in obj.items():
-            out.update(flatten_metrics(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
-        return {prefix: float(obj)}
-    return {}
-
-
 def read_metrics(path: Path) -> dict[str, float]:
     """Flattened numeric metrics of a DVC metrics file ({} if absent)."""
     if not path.is_file():
         return {}
-    return flatten_metrics(json.loads(path.read_text()))
+    return numeric_leaves(json.loads(path.read_text()))
 
 
-def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Scalar]) -> dict[str, Any]:
-    """Return a copy of a params mapping with dotted ``overrides`` applied (as DVC would)."""
-    out = json.loads(json.dumps(raw))
-    for key, value in overrides.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(format_override(key, value).split("=", 1)[1])
-    return dict(out)
+def dvc_value(key: str, value: Scalar) -> Any:
+    """``value`` as DVC parses ``-S key=value`` (a YAML scalar)."""
+    return yaml.safe_load(format_override(key, value).split("=", 1)[1])

@@ -39,6 +39,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.name_or_path": "Qwen/Qwen2.5-VL-7B-Instruct",
         "model.max_pixels": 300 * 28 * 28,  # LamRA/TRACE: at most 300*28*28 image pixels
         "model.max_length": 1024,
+        "evaluate_zeroshot.max_length": 2048,  # VIST queries hold four images of up to 300 tokens each
         "model.lora": True,
         "model.freeze_vision": True,
         "train.lambda_gen": 1.0,
@@ -57,8 +58,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.val_max_new_tokens": 256,
         "export.batch_size": 64,
         "export.shard_size": 65536,
+        "export.num_workers": 4,  # image decoding + collation beside the GPU forward
         "index.uri": "http://127.0.0.1:19530",
-        "index.index_type": "HNSW",
+        "index.index_type": "HNSW",  # the 5.6 M-candidate union pool (and serving): approximate
+        "index.local_index_type": "FLAT",  # the 16 local pools: exhaustive, as the M-BEIR protocol scores them
         "index.metric": "IP",
         "index.insert_batch": 8192,
     },

@@ -12,6 +12,14 @@ mkdir -p "$PIDS" "$LOGS"
 export DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_ENABLED=false \
   GX_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 \
   TOKENIZERS_PARALLELISM=false
+# Third-party INFO logs and progress bars off unless TRACE_VERBOSE=1 (same list as trace_core/env.py
+# QUIET_OUTPUT; set here too because the helpers import mlflow before trace_core can set them).
+if [[ -z "${TRACE_VERBOSE:-}" ]]; then
+  export MLFLOW_LOGGING_LEVEL="${MLFLOW_LOGGING_LEVEL:-WARNING}" \
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="${MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR:-false}" \
+    HF_HUB_DISABLE_PROGRESS_BARS="${HF_HUB_DISABLE_PROGRESS_BARS:-1}" \
+    TRANSFORMERS_VERBOSITY="${TRANSFORMERS_VERBOSITY:-warning}" GRPC_VERBOSITY="${GRPC_VERBOSITY:-ERROR}"
+fi
 export PREFECT_HOME="${PREFECT_HOME:-$STATE/prefect}"
 PREFECT_HOST="${PREFECT_HOST:-127.0.0.1}"
 PREFECT_PORT="${PREFECT_PORT:-4200}"
@@ -31,9 +39,10 @@ start_bg() {
 }
 
 # stop_bg NAME SIGNAL: signal the process group recorded for NAME, wait, then SIGKILL it.
+# Silent (status 1) when NAME has no pid file, i.e. was never started by these scripts.
 stop_bg() {
   local name="$1" sig="${2:-TERM}" pidfile="$PIDS/$1.pid"
-  [[ -f "$pidfile" ]] || { echo "$name: not running (no pid file)"; return 0; }
+  [[ -f "$pidfile" ]] || return 1
   local pid; pid="$(cat "$pidfile")"
   if kill -0 "$pid" 2>/dev/null; then
     kill -s "$sig" -- "-$pid" 2>/dev/null || kill -s "$sig" "$pid" 2>/dev/null || true

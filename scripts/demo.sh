@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make demo`: run the nine DVC stages on params.yaml under one MLflow parent run, then
-# print the 16-column M-BEIR table and where the MLflow, Prefect and Data Docs views are.
+# `make demo`: run the ten DVC stages on params.yaml under one MLflow parent run, then
+# print the 16-column M-BEIR table, the 13-column zero-shot table and where the MLflow, Prefect and Data Docs views are.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
@@ -19,14 +19,22 @@ finish; trap - EXIT
 elapsed=$(( $(date +%s) - start ))
 echo
 echo "================ M-BEIR (reports/mbeir.md) ================"
-cat reports/mbeir.md
-echo
-echo "dvc metrics show metrics/mbeir.json   # the same numbers from DVC"
+sed -n '/^| pool/,/^$/p' reports/mbeir.md
+echo "================ Zero-shot (reports/zeroshot.md) ================"
+sed -n '/^| | /,/^$/p' reports/zeroshot.md
+echo "per task, routing and chance level: reports/mbeir.md, reports/zeroshot.md; same numbers: dvc metrics show"
 echo "wall time of dvc repro: ${elapsed}s"
 echo
-docs="$(find reports/validation -name index.html 2>/dev/null | head -1 || true)"
-echo "Views:"
-echo "  MLflow:     make mlflow-ui   -> http://$MLFLOW_HOST:$MLFLOW_PORT  (parent run ${parent:-none}, store sqlite:///mlruns.db)"
-echo "  Prefect:    make prefect-up  -> http://$PREFECT_HOST:$PREFECT_PORT  then: source .trace/prefect.env && prefect deployment run 'trace-pipeline/mini' --watch"
-echo "  Data Docs:  ${docs:-reports/validation/} (open in a browser)"
-echo "  Reports:    reports/mbeir.md, reports/cot_curate.md, reports/plots/, reports/ablation.md (make ablation)"
+exp_id="$(python - <<'PY' 2>/dev/null || true
+from trace_core.config import load_params
+from trace_core.tracking import experiment_id
+print(experiment_id(load_params("params.yaml")))
+PY
+)"
+echo "Views (TRACE_VERBOSE=1 make demo shows third-party logs too):"
+echo "  MLflow:     make mlflow-ui  -> http://$MLFLOW_HOST:$MLFLOW_PORT/#/experiments/${exp_id:-0}/runs?workflowType=machine_learning"
+echo "              (this pipeline's run: ${parent:-none}; select runs and Compare to set params against scores)"
+echo "  Prefect:    make prefect-up -> http://$PREFECT_HOST:$PREFECT_PORT  then: make prefect-run"
+echo "  Data Docs:  reports/validation/index.html (offline; GX pages in reports/validation/data_docs/)"
+echo "  Gallery:    reports/gallery/index.html   Plots: reports/plots/, reports/train/curve.png"
+echo "  Reports:    reports/mbeir.md, reports/zeroshot.md, reports/cot_curate.md, reports/ablation.md (make ablation)"

@@ -7,7 +7,7 @@ URI="${MLFLOW_TRACKING_URI:-sqlite:///mlruns.db}"
 CMD=(mlflow server --backend-store-uri "$URI" --default-artifact-root "$ROOT/mlartifacts"
      --host "$MLFLOW_HOST" --port "$MLFLOW_PORT" --workers 1)
 if [[ "${1:-}" == "--stop" ]]; then
-  stop_bg mlflow-ui TERM
+  stop_bg mlflow-ui TERM || echo "MLflow UI: nothing to stop (not started with --background)"
   exit 0
 fi
 echo "MLflow UI: http://$MLFLOW_HOST:$MLFLOW_PORT  (store: $URI)"

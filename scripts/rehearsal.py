@@ -214,6 +214,7 @@ def training(
     ref = read_curve(ref_paths.reports_dir / "train" / "curve.csv")
     res = read_curve(paths.reports_dir / "train" / "curve.csv")
     ref_m, res_m = read_json(ref_paths.metrics_file("train")), read_json(paths.metrics_file("train"))
+    res_t = read_json(paths.timings_file("train"))  # run-specific numbers live apart from the DVC metrics
     resumed_log = (logs / "train_resumed.log").read_text(encoding="utf-8", errors="replace")
     resumed_from = [line.rsplit("checkpoint-", 1)[-1] for line in resumed_log.splitlines() if "resuming from" in line]
     k = params.train.val_k
@@ -226,8 +227,8 @@ def training(
         "resumed_from_step": int(resumed_from[0]) if resumed_from else None,
         "world_size": res_m["world_size"],
         "steps": res_m["steps"],
-        "samples_per_s": res_m["samples_per_s"],
-        "peak_gpu_mem_gib": res_m.get("peak_gpu_mem_gib"),
+        "samples_per_s": res_t["samples_per_s"],
+        "peak_gpu_mem_gib": res_t.get("peak_gpu_mem_gib"),
         "train_seconds": {key: round(v, 1) for key, v in t.items()},
     }
 

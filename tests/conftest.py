@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def tiny_params(root: Path, **mini: Any):  # type: ignore[no-untyped-def]
             "reports_dir": str(root / "reports"),
             "state_dir": str(root / ".trace"),
         },
-        "download": {"mini": {**TINY_MINI, **mini}},
+        "download": {"mini": {**TINY_MINI, **mini}, "zeroshot_mini": {"queries": 4, "distractors": 2}},
     }
     return parse_params(raw, "<tests>")
 
@@ -77,3 +78,30 @@ def mini_params(mini_workspace: Path):  # type: ignore[no-untyped-def]
 def mini_root(mini_workspace: Path) -> Path:
     """Root of a tiny M-BEIR-mini (8 train/8 test queries per task, 24-candidate pools)."""
     return mini_workspace / "data" / "mbeir"
+
+
+# --- one real Milvus standalone server per test session ------------------------------------
+# The server (PyPI ``milvus``, embedded Milvus 2.3.5) listens on every interface of its network
+# namespace, so it runs in a private one whose only interface is loopback (see
+# trace_core.indexing.milvus_server); tests reach it on a free port of the host's 127.0.0.1
+# through a forwarder, with authentication on and a generated token.
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A started :class:`~trace_core.indexing.milvus_server.LocalMilvus` (``.uri``, ``.token``)."""
+    pytest.importorskip("milvus", reason="the `milvus` package (Milvus server, in the dev extras) is not installed")
+    from trace_core.indexing.milvus_server import LocalMilvus, free_port
+
+    base = tmp_path_factory.mktemp("milvus_server")
+    server = LocalMilvus(
+        base=base / "server",
+        port=free_port(),
+        secret=base / "token",
+        isolation="auto",
+        bin_cache=Path(__file__).resolve().parents[1] / ".trace" / "milvus-bin",
+        session_ttl_s=10,  # the restart test waits this long for the killed server's sessions
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(graceful=False)

@@ -7,13 +7,34 @@ Derived values never go back into these models (see :mod:`trace_core.paths`).
 
 from __future__ import annotations
 
+import copy
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
+#: teacher tokens the ``<reasoning></reasoning><answer></answer>`` tags (and spacing) may take.
+CHAIN_FORMAT_TOKENS = 24
+PositiveInt = Annotated[int, Field(ge=1)]
+#: learning-rate schedules of ``transformers`` (a test checks them against ``SchedulerType``).
+LR_SCHEDULERS = Literal[
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "cosine_with_min_lr",
+    "warmup_stable_decay",
+]
+#: backbone families (a test checks them against the registry in ``trace_core.model.backbone``).
+MODEL_FAMILIES = Literal["tiny", "qwen2-vl-2b", "qwen2-vl-7b", "qwen2.5-vl-3b", "qwen2.5-vl-7b"]
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
 
 
 class Section(BaseModel):
@@ -28,13 +49,14 @@ class BaseParams(Section):
     seed: int = 42
     profile: Literal["mini", "full"] = "mini"
     run_name: str = "mini"
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
 
 class PathsParams(Section):
     """Artifact roots; every concrete location is derived in :mod:`trace_core.paths`."""
 
     data_root: str = "data/mbeir"
+    zeroshot_root: str = "data/zeroshot"
     cot_dir: str = "data/cot"
     model_dir: str = "models/trace"
     embeddings_dir: str = "embeddings"
@@ -45,7 +67,7 @@ class PathsParams(Section):
 
 
 class MiniParams(Section):
-    """Sizes and shape of the generated M-BEIR-mini benchmark (see trace_core/data/mini.py)."""
+    """Sizes and shape of the generated M-BEIR-mini benchmark (see trace_core/data/mini/)."""
 
     image_size: int = Field(112, gt=0, multiple_of=28)
     train_per_task: int = Field(240, ge=1)
@@ -68,8 +90,19 @@ class MiniParams(Section):
         return self
 
 
+class ZeroshotMiniParams(Section):
+    """Sizes of zero-shot-mini (trace_core/data/mini/zeroshot.py; renders use ``download.mini``'s)."""
+
+    queries: int = Field(24, ge=4)  # per dataset; GeneCIS and Sugar-Crepe: a quarter per subset
+    distractors: int = Field(24, ge=0)  # extra gallery images (CIRCO, multi-turn FashionIQ)
+
+
 class DownloadParams(Section):
-    """Where the data comes from: generated (mini) or the Hugging Face dataset (full)."""
+    """Where the data comes from: generated (mini) or the Hugging Face dataset (full).
+
+    The zero-shot root is filled alongside: zero-shot-mini with the mini profile, or links to
+    real copies from ``zeroshot_from_dir`` (one folder per dataset, see trace_core/data/zeroshot.py).
+    """
 
     profile: Literal["mini", "full"] = "mini"
     repo_id: str = "TIGER-Lab/M-BEIR"
@@ -77,13 +110,31 @@ class DownloadParams(Section):
     include_images: bool = False
     from_dir: str | None = None
     mini: MiniParams = MiniParams()
+    zeroshot_from_dir: str | None = None
+    zeroshot_mini: ZeroshotMiniParams = ZeroshotMiniParams()
+
+
+class DataParams(Section):
+    """How M-BEIR records become training and model inputs (read by every stage that encodes text).
+
+    ``train_file`` picks the training queries that cot_generate and cot_build read (they build
+    the training file train reads): ``union_up`` is UniIR's upsampled union
+    ``query/union_train/mbeir_union_up_train.jsonl`` (a multiset: the same qid repeats with
+    identical content), ``per_dataset`` the ten ``query/train/mbeir_<dataset>_train.jsonl``
+    files, each query once. ``normalize_text`` is UniIR's text normalisation of query and
+    candidate text at encoding time (:func:`trace_core.data.normalize.uniir_format`), or
+    ``none`` (raw text; the instruction is joined to the query text with one space).
+    """
+
+    train_file: Literal["union_up", "per_dataset"] = "union_up"
+    normalize_text: Literal["uniir", "none"] = "uniir"
 
 
 class ValidateParams(Section):
     """Great Expectations validation settings."""
 
     image_check_fraction: float = Field(1.0, ge=0.0, le=1.0)
-    max_failures_listed: int = 20
+    max_failures_listed: int = Field(20, ge=1, description="offending rows listed per failed rule (>= 1)")
 
 
 class TeacherParams(Section):
@@ -92,25 +143,43 @@ class TeacherParams(Section):
     ``oracle`` reads M-BEIR-mini metadata; ``transformers`` loads a local Qwen2(.5)-VL
     checkpoint from ``model``; ``openai`` calls an OpenAI-compatible chat-completions server
     at ``base_url`` (key read from the environment variable named ``api_key_env``).
+    ``timeout_s`` bounds a whole request (connect and every read); a server's ``Retry-After``
+    is honoured up to ``max_retry_after_s`` seconds.
     """
 
     kind: Literal["oracle", "transformers", "openai"] = "oracle"
     model: str | None = None
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
-    max_new_tokens: int = Field(256, ge=1)
+    max_new_tokens: int = Field(384, ge=1)  # >= the curation length bounds + tags (checked by Params)
     temperature: float = Field(0.0, ge=0.0)
     batch_size: int = Field(8, ge=1)
     concurrency: int = Field(4, ge=1)
     max_retries: int = Field(4, ge=0)
     retry_base_delay_s: float = Field(1.0, ge=0.0)
-    timeout_s: float = Field(60.0, gt=0.0)
-    device: str = "auto"
+    max_retry_after_s: float = Field(60.0, ge=0.0, description="cap on a server's Retry-After wait, seconds")
+    timeout_s: float = Field(60.0, gt=0.0, description="deadline of one request (connect + all reads), seconds")
+    device: str = Field("auto", description="auto, cpu, mps, cuda or cuda:N")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     min_pixels: int = Field(3136, ge=1)
     max_pixels: int = Field(313600, ge=1)
     oracle_answer_max_words: int = Field(40, ge=4)
     show_target_hint: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        if not _DEVICE.match(v):
+            raise ValueError(f"'{v}' is not auto, cpu, mps, cuda or cuda:N")
+        return v
+
+    @model_validator(mode="after")
+    def _needs_endpoint(self) -> TeacherParams:
+        if self.kind == "openai" and not (self.base_url and self.model):
+            raise ValueError("kind 'openai' needs base_url and model")
+        if self.kind == "transformers" and not self.model:
+            raise ValueError("kind 'transformers' needs model (a local checkpoint directory)")
+        return self
 
 
 class RoutingParams(Section):
@@ -121,18 +190,32 @@ class RoutingParams(Section):
     """
 
     mode: Literal["rule", "assessor"] = "rule"
-    reason_datasets: list[int] = [5, 6, 7, 8]
+    reason_datasets: list[Annotated[int, Field(ge=0, le=9)]] = [5, 6, 7, 8]  # M-BEIR dataset ids 0-9
     overrides: dict[str, int] = {}
     assessor: TeacherParams | None = None
 
+    @field_validator("overrides")
+    @classmethod
+    def _override_keys(cls, v: dict[str, int]) -> dict[str, int]:
+        if v:  # imported here: the dataset registry is not needed to load params otherwise
+            from trace_core.cot.overrides import parse_overrides
+
+            parse_overrides(v)
+        return v
+
 
 class CotGenerateParams(Section):
-    """M-BEIR-CoT generation (stage cot_generate)."""
+    """M-BEIR-CoT generation (stage cot_generate).
+
+    The stage fails (after writing its shards) when more than ``max_error_rate`` of the
+    teacher requests end as error rows; a re-run retries those rows.
+    """
 
     routing: RoutingParams = RoutingParams()
     teacher: TeacherParams = TeacherParams()
-    shard_size: int = Field(256, ge=1)
-    max_queries: int | None = None
+    shard_size: int = Field(256, ge=1, description="queries per shard (>= 1)")
+    max_queries: int | None = Field(None, ge=1, description="first N training queries (>= 1); null = all")
+    max_error_rate: float = Field(0.05, ge=0.0, le=1.0, description="tolerated share of teacher error rows")
 
 
 class CotCurateParams(Section):
@@ -142,28 +225,43 @@ class CotCurateParams(Section):
     settings come from ``verifier_teacher`` (whose ``kind`` must then equal ``verifier``).
     """
 
-    reasoning_min_tokens: int = 16
-    reasoning_max_tokens: int = 256
-    answer_min_tokens: int = 2
-    answer_max_tokens: int = 64
-    max_ngram_repeat: int = 3
-    ngram_n: int = 4
-    min_english_ratio: float = 0.9
-    min_english_function_words: int = 1
+    reasoning_min_tokens: int = Field(16, ge=0)
+    reasoning_max_tokens: int = Field(256, ge=1)
+    answer_min_tokens: int = Field(2, ge=0)
+    answer_max_tokens: int = Field(64, ge=1)
+    max_ngram_repeat: int = Field(3, ge=1)
+    ngram_n: int = Field(4, ge=1)
+    min_english_ratio: float = Field(0.9, ge=0.0, le=1.0)
+    min_english_function_words: int = Field(1, ge=0)
+    min_english_function_share: float = Field(0.6, ge=0.0, le=1.0)  # English / (English + foreign) function words
     extra_refusal_patterns: list[str] = []
-    keyword_min_chars: int = 3
-    near_duplicate_threshold: float = 0.9
+    keyword_min_chars: int = Field(3, ge=1)
+    near_duplicate_threshold: float = Field(0.9, ge=0.0, le=1.0)
     fallback_piece_chars: int = Field(4, ge=1)
     verifier: Literal["oracle", "transformers", "openai", "none"] = "oracle"
     verifier_teacher: TeacherParams = TeacherParams()
-    verifier_threshold: float = 0.7
+    verifier_threshold: float = Field(0.7, ge=0.0, le=1.0)
     tokenizer: str | None = None
-    report_examples: int = 3
+    report_examples: int = Field(3, ge=0, description="examples per rule in the report; 0 = none")
+
+    @field_validator("extra_refusal_patterns")
+    @classmethod
+    def _patterns_compile(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"pattern {pattern!r} is not a regular expression ({err})") from None
+        return v
 
     @model_validator(mode="after")
     def _verifier_kind(self) -> CotCurateParams:
         if self.verifier in ("transformers", "openai") and self.verifier_teacher.kind != self.verifier:
             raise ValueError(f"verifier_teacher.kind must be '{self.verifier}' when verifier is '{self.verifier}'")
+        for what in ("reasoning", "answer"):
+            low, high = getattr(self, f"{what}_min_tokens"), getattr(self, f"{what}_max_tokens")
+            if low > high:
+                raise ValueError(f"{what}_min_tokens ({low}) must not exceed {what}_max_tokens ({high})")
         return self
 
 
@@ -178,34 +276,46 @@ class CotBuildParams(Section):
 class TinyModelParams(Section):
     """The ``tiny`` preset: a Qwen2-VL-architecture model from a small config, random weights."""
 
-    vocab_size: int = 2048
-    min_vocab_size: int = 0
-    hidden_size: int = 128
-    intermediate_size: int = 512
-    num_layers: int = 2
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    max_position_embeddings: int = 2048
-    rope_theta: float = 10000.0
-    vision_depth: int = 2
-    vision_embed_dim: int = 64
-    vision_num_heads: int = 4
-    vision_mlp_ratio: int = 2
+    vocab_size: PositiveInt = 2048
+    min_vocab_size: int = Field(0, ge=0, description="pad the vocabulary to at least this; 0 = off")
+    hidden_size: PositiveInt = 128
+    intermediate_size: PositiveInt = 512
+    num_layers: PositiveInt = 2
+    num_heads: PositiveInt = 4
+    num_kv_heads: PositiveInt = 2
+    max_position_embeddings: PositiveInt = 2048
+    rope_theta: float = Field(10000.0, gt=0.0)
+    vision_depth: PositiveInt = 2
+    vision_embed_dim: PositiveInt = 64
+    vision_num_heads: PositiveInt = 4
+    vision_mlp_ratio: PositiveInt = 2
+
+    @model_validator(mode="after")
+    def _head_shapes(self) -> TinyModelParams:
+        checks = [
+            ("hidden_size", self.hidden_size, "num_heads", self.num_heads),
+            ("num_heads", self.num_heads, "num_kv_heads", self.num_kv_heads),
+            ("vision_embed_dim", self.vision_embed_dim, "vision_num_heads", self.vision_num_heads),
+        ]
+        for a, x, b, y in checks:
+            if x % y:
+                raise ValueError(f"{a} ({x}) must be a multiple of {b} ({y})")
+        return self
 
 
 class ModelParams(Section):
     """Backbone and TRACE head."""
 
-    family: str = "tiny"
+    family: MODEL_FAMILIES = "tiny"
     name_or_path: str | None = None
-    emb_token: str = "<|emb|>"
-    min_pixels: int = 3136
-    max_pixels: int = 12544
-    max_length: int = 512
+    emb_token: Literal["<|emb|>"] = "<|emb|>"  # the training file's target token
+    min_pixels: PositiveInt = 3136
+    max_pixels: PositiveInt = 12544
+    max_length: PositiveInt = 512
     lora: bool = False
-    lora_r: int = 128
-    lora_alpha: int = 256
-    lora_dropout: float = 0.05
+    lora_r: PositiveInt = 128
+    lora_alpha: PositiveInt = 256
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     lora_target_modules: list[str] = [
         "q_proj",
         "k_proj",
@@ -218,6 +328,12 @@ class ModelParams(Section):
     freeze_vision: bool = False
     train_merger: bool = True
     tiny: TinyModelParams = TinyModelParams()
+
+    @model_validator(mode="after")
+    def _pixels(self) -> ModelParams:
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
+        return self
 
 
 class TrainParams(Section):
@@ -236,70 +352,127 @@ class TrainParams(Section):
     # CE of each query's first response token (the routing decision), averaged over queries;
     # our addition (0 = the paper's loss, as in the full preset), see README "Routing decision loss"
     lambda_route: float = Field(1.0, ge=0.0)
-    temperature: float = 0.05
+    temperature: float = Field(0.05, gt=0.0)
     learnable_temperature: bool = False
-    hard_negatives: int = 0
+    hard_negatives: int = Field(0, ge=0, description="hard negatives per query; 0 = in-batch negatives only")
     gather_across_ranks: bool = True
-    per_device_batch_size: int = 32
-    epochs: float = 4.0
-    max_steps: int = -1
-    learning_rate: float = 2e-3
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    per_device_batch_size: PositiveInt = 32
+    epochs: float = Field(4.0, gt=0.0)
+    max_steps: int = Field(-1, ge=-1, description="-1 = train for `epochs`; N >= 1 stops after N steps")
+    learning_rate: float = Field(2e-3, gt=0.0)
+    lr_scheduler: LR_SCHEDULERS = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, ge=0.0)
     bf16: bool = False
     gradient_checkpointing: bool = False
     grad_cache_chunk: int = Field(0, ge=0)  # rows per gradient-cache chunk; 0 = one forward
     deepspeed: bool = True
-    zero_stage: int = 3
+    zero_stage: Literal[0, 1, 2, 3] = 3
     offload: bool = False
     task_balanced: bool = True
-    logging_steps: int = 25
-    eval_steps: int = 100
-    save_steps: int = 100
-    val_queries: int = 200
-    val_k: int = 5
+    logging_steps: PositiveInt = 25
+    eval_steps: int = Field(100, ge=0, description="validate every N steps; 0 = only before and after training")
+    save_steps: PositiveInt = 100
+    val_queries: PositiveInt = 200  # held-out validation queries (at least one per task)
+    val_k: PositiveInt = 5
     val_routing: Literal["adaptive", "never", "always"] = "adaptive"  # validation encodes like export
     val_max_new_tokens: int = Field(192, ge=0)
-    save_total_limit: int = 2
+    save_total_limit: PositiveInt = 2
+
+    @field_validator("max_steps")
+    @classmethod
+    def _max_steps(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("must be -1 (train for `epochs`) or >= 1")
+        return v
 
 
 class ExportParams(Section):
-    """Embedding export with implicit routing."""
+    """Embedding export with implicit routing.
+
+    ``num_workers``: DataLoader worker processes that open, decode and collate the images and
+    prompts of the next batches while the model runs (prefetching ``2 x num_workers`` batches);
+    0 does it in the exporting process, between forwards. ``barrier_timeout_s``: under several
+    ranks (``torch.distributed.run``), how long a rank that has finished its shards waits at a
+    barrier for the slowest one.
+    """
 
     routing: Literal["adaptive", "never", "always"] = "adaptive"
     max_new_tokens: int = Field(192, ge=0)  # M-BEIR-mini chains are 80-140 tokens
-    batch_size: int = 32
-    shard_size: int = 4096
+    batch_size: PositiveInt = 32
+    shard_size: PositiveInt = 4096
     union_pool: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = Field(0, ge=0)
+    barrier_timeout_s: float = Field(86400.0, gt=0.0)
 
 
 class IndexParams(Section):
-    """Vector index backend."""
+    """Vector index backend.
+
+    Index types per pool kind: ``local_index_type`` for the 16 local pools, which the M-BEIR
+    protocol scores by exhaustive search (UniIR: faiss ``IDMap,Flat``), so ``FLAT`` unless you
+    opt in to an approximate index; ``index_type`` for the union pool and for serving, where
+    HNSW/IVF_FLAT make 5.6 M candidates searchable. ``evaluate`` records the index type and
+    its search parameters next to every number and marks numbers from approximate indexes.
+    """
 
     backend: Literal["milvus", "numpy"] = "milvus"
     uri: str | None = None
-    index_type: Literal["FLAT", "HNSW", "IVF_FLAT"] = "FLAT"
+    index_type: Literal["FLAT", "HNSW", "IVF_FLAT"] = "FLAT"  # union pool and serving
+    local_index_type: Literal["FLAT", "HNSW", "IVF_FLAT"] = "FLAT"  # the 16 local pools (protocol: FLAT)
     metric: Literal["IP", "COSINE"] = "IP"
-    hnsw_m: int = 16
-    hnsw_ef_construction: int = 200
-    hnsw_ef: int = 64
-    ivf_nlist: int = 128
-    ivf_nprobe: int = 16
-    insert_batch: int = 2048
-    search_batch: int = 256
-    timeout_s: float = 30.0
+    hnsw_m: PositiveInt = 16
+    hnsw_ef_construction: PositiveInt = 200
+    hnsw_ef: PositiveInt = 64
+    ivf_nlist: PositiveInt = 128
+    ivf_nprobe: PositiveInt = 16
+    insert_batch: PositiveInt = 2048
+    search_batch: PositiveInt = 256
+    timeout_s: float = Field(30.0, gt=0.0)
 
 
 class EvaluateParams(Section):
     """M-BEIR evaluation."""
 
-    ks: list[int] = [1, 5, 10]
-    fashion_ks: list[int] = [10, 20, 50]
+    ks: list[PositiveInt] = Field([1, 5, 10], min_length=1)
+    fashion_ks: list[PositiveInt] = Field([10, 20, 50], min_length=1)
     union_pool: bool = True
+    run_id: str = Field("trace", pattern=r"^\S+$", description="run-file column 6: no whitespace")
+    gallery_queries: int = Field(3, ge=0)  # queries per task in reports/gallery/index.html (0: none)
+
+
+ZEROSHOT_DATASETS: tuple[str, ...] = (
+    "sharegpt4v",
+    "urban1k",
+    "flickr30k",
+    "circo",
+    "genecis",
+    "visdial",
+    "vist",
+    "mtfashioniq",
+    "ccneg",
+    "sugar_crepe",
+)
+
+
+class EvaluateZeroshotParams(Section):
+    """The zero-shot suite (stage evaluate_zeroshot); queries are encoded with ``export``'s settings."""
+
+    datasets: list[str] = list(ZEROSHOT_DATASETS)
+    keep_k: int = Field(50, ge=1)  # candidates per query written to the run files
     run_id: str = "trace"
+    # prompt length cap of zero-shot queries (None: the model's max_length); interleaved queries
+    # hold several images (VIST: four), so full-size images need more than training's 1024
+    max_length: int | None = Field(None, ge=64)
+
+    @model_validator(mode="after")
+    def _known_datasets(self) -> EvaluateZeroshotParams:
+        unknown = [d for d in self.datasets if d not in ZEROSHOT_DATASETS]
+        if unknown:
+            raise ValueError(f"unknown zero-shot datasets {unknown} (known: {', '.join(ZEROSHOT_DATASETS)})")
+        return self
 
 
 class TrackingParams(Section):
@@ -319,6 +492,7 @@ class Params(Section):
     base: BaseParams = BaseParams()
     paths: PathsParams = PathsParams()
     download: DownloadParams = DownloadParams()
+    data: DataParams = DataParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
     cot_generate: CotGenerateParams = CotGenerateParams()
     cot_curate: CotCurateParams = CotCurateParams()
@@ -328,9 +502,26 @@ class Params(Section):
     export: ExportParams = ExportParams()
     index: IndexParams = IndexParams()
     evaluate: EvaluateParams = EvaluateParams()
+    evaluate_zeroshot: EvaluateZeroshotParams = EvaluateZeroshotParams()
     tracking: TrackingParams = TrackingParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
+
+    @model_validator(mode="after")
+    def _teacher_can_reach_the_length_bounds(self) -> Params:
+        """A chain at the filter's upper length bounds must fit in the teacher's ``max_new_tokens``.
+
+        Otherwise the bounds are never reached: a long chain is cut before ``</answer>`` and
+        dropped as ``format`` instead of being judged by ``length``.
+        """
+        teacher, cur = self.cot_generate.teacher, self.cot_curate
+        need = cur.reasoning_max_tokens + cur.answer_max_tokens + CHAIN_FORMAT_TOKENS
+        if teacher.kind != "oracle" and teacher.max_new_tokens < need:
+            raise ValueError(
+                f"cot_generate.teacher.max_new_tokens ({teacher.max_new_tokens}) must be at least "
+                f"cot_curate.reasoning_max_tokens + answer_max_tokens + {CHAIN_FORMAT_TOKENS} tag tokens ({need})"
+            )
+        return self
 
 
 class ParamsError(ValueError):
@@ -340,11 +531,11 @@ class ParamsError(ValueError):
 def _describe(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]).replace("validate_", "validate")
+        key = ".".join(str(p) for p in e["loc"]).replace("validate_", "validate") or "<top level>"
         if e["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key '{key}' (not a TRACE parameter)")
         else:
-            lines.append(f"{source}: key '{key}': {e['msg']}")
+            lines.append(f"{source}: key '{key}': {e['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 
@@ -388,3 +579,15 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     if leaf not in node:
         raise KeyError(f"params.yaml has no key {key!r}")
     node[leaf] = value
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of a params mapping with dotted ``overrides`` set (what ``dvc exp run -S`` does).
+
+    Raises:
+        KeyError: naming an override key the params do not have.
+    """
+    out: dict[str, Any] = copy.deepcopy(dict(raw))
+    for key, value in overrides.items():
+        set_dotted(out, key, value)
+    return out

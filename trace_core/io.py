@@ -20,12 +20,26 @@ class DataError(ValueError):
         super().__init__(f"{path}:{where}: {rule}")
 
 
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file: ``0o666`` less the process umask (0644 under umask 022)."""
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
-    """Open a temp file beside ``path``; rename it into place only if the block succeeds."""
+def atomic_open(
+    path: str | Path, mode: str = "w", encoding: str | None = "utf-8", file_mode: int | None = None
+) -> Iterator[IO[Any]]:
+    """Open a temp file beside ``path``; rename it into place only if the block succeeds.
+
+    The file ends with ``file_mode`` (default: what a plain ``open()`` would give, see
+    :func:`default_file_mode`), not the 0600 of the temporary file.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.fchmod(fd, default_file_mode() if file_mode is None else file_mode)
     os.close(fd)
     enc = None if "b" in mode else encoding
     try:
@@ -77,17 +91,41 @@ def parse_jsonl_line(path: str | Path, lineno: int, line: str) -> dict[str, Any]
     return obj
 
 
+def iter_raw_lines(path: str | Path) -> Iterator[tuple[int, int, bytes]]:
+    """Stream ``(line_number, byte_offset_of_line, raw_bytes)`` of a file."""
+    offset = 0
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            yield lineno, offset, raw
+            offset += len(raw)
+
+
+def decode_line(raw: bytes, path: str | Path, lineno: int, offset: int) -> str:
+    """A line's bytes as strict UTF-8; :class:`DataError` names the file, line and byte offset."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        rule = f"not UTF-8: byte 0x{raw[err.start]:02x} at byte offset {offset + err.start} of the file"
+        raise DataError(path, f"line {lineno}", rule) from None
+
+
+def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Stream ``(line_number, line)`` of a strictly UTF-8 file (a bad byte is a located :class:`DataError`)."""
+    for lineno, offset, raw in iter_raw_lines(path):
+        yield lineno, decode_line(raw, path, lineno, offset)
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Stream ``(line_number, object)`` from a JSONL file; blank lines are skipped.
 
-    Raises :class:`DataError` naming the file and line for malformed JSON or a non-object.
+    Raises :class:`DataError` naming the file and line for bytes that are not UTF-8 (with the
+    byte offset), malformed JSON or a non-object.
     """
     p = Path(path)
-    with open(p, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            obj = parse_jsonl_line(p, lineno, line)
-            if obj is not None:
-                yield lineno, obj
+    for lineno, line in iter_text_lines(p):
+        obj = parse_jsonl_line(p, lineno, line)
+        if obj is not None:
+            yield lineno, obj
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

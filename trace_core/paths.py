@@ -13,6 +13,7 @@ class Paths:
     """Concrete artifact locations of one pipeline instance."""
 
     data_root: Path
+    zeroshot_root: Path
     cot_dir: Path
     model_dir: Path
     embeddings_dir: Path
@@ -28,6 +29,7 @@ class Paths:
         p = params.paths
         return cls(
             data_root=base / p.data_root,
+            zeroshot_root=base / p.zeroshot_root,
             cot_dir=base / p.cot_dir,
             model_dir=base / p.model_dir,
             embeddings_dir=base / p.embeddings_dir,
@@ -42,6 +44,11 @@ class Paths:
     def cot_raw_dir(self) -> Path:
         """Sharded raw teacher outputs."""
         return self.cot_dir / "raw"
+
+    @property
+    def cot_raw_manifest(self) -> Path:
+        """Manifest of the raw teacher outputs (written last by cot_generate)."""
+        return self.cot_raw_dir / "manifest.json"
 
     @property
     def cot_curated(self) -> Path:
@@ -68,10 +75,24 @@ class Paths:
         """DVC metrics JSON of a stage."""
         return self.metrics_dir / f"{stage}.json"
 
+    def timings_file(self, stage: str) -> Path:
+        """Run-specific measurements of a stage (wall time, throughput): never a DVC output."""
+        return self.metrics_dir / "timings" / f"{stage}.json"
+
+    @property
+    def zeroshot_crops(self) -> Path:
+        """Derived zero-shot images (GeneCIS instance crops): a cache, not a DVC output."""
+        return self.state_dir / "zeroshot" / "crops"
+
     @property
     def milvus_db(self) -> Path:
         """Default Milvus Lite database file."""
         return self.index_dir / "milvus.db"
+
+    @property
+    def embeddings_manifest(self) -> Path:
+        """Top manifest of the export (written last): model id, query and pool manifests."""
+        return self.embeddings_dir / "manifest.json"
 
     @property
     def index_manifest(self) -> Path:

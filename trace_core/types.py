@@ -65,17 +65,31 @@ class QrelsEntry:
     positives: frozenset[str]
 
 
+#: one part of an interleaved user turn: ``("text", words)`` or ``("image", path)``.
+Segment = tuple[Literal["text", "image"], str]
+
+
 @dataclass(frozen=True, slots=True)
 class EncodeItem:
     """What the model encodes: text (instruction-prefixed for queries) and/or an image.
 
     ``img_path`` is relative to the data root. ``task_id`` selects the prompt template.
+    ``segments``, when not empty, is the whole user turn in order (several images and texts
+    interleaved: a story, a multi-turn dialogue); ``text`` and ``img_path`` are then None.
     """
 
     id: str
     task_id: int
     text: str | None
     img_path: str | None
+    segments: tuple[Segment, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.segments and (self.text is not None or self.img_path is not None):
+            raise ValueError(f"item {self.id}: an item with segments has no separate text or img_path")
+        for kind, _ in self.segments:
+            if kind not in ("text", "image"):
+                raise ValueError(f"item {self.id}: segment kind must be 'text' or 'image', got {kind!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,8 @@ SMALL: dict[str, Any] = {
     "download.mini.val_per_task": 2,
     "download.mini.n_entities": 24,
     "download.mini.image_size": 56,
+    "download.zeroshot_mini.queries": 8,
+    "download.zeroshot_mini.distractors": 4,
 }
 
 
@@ -53,11 +55,13 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def make_project(dest: Path, overrides: Mapping[str, Any] | None = None) -> Path:
-    """Copy dvc.yaml + params.yaml into ``dest``, shrink params, ``git init`` + ``dvc init`` + commit."""
+    """Copy dvc.yaml, params.yaml and trace_core/ into ``dest``, shrink params, ``git init`` + ``dvc init`` + commit."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", ".dvcignore"):
         if (ROOT / name).exists():
             shutil.copy(ROOT / name, dest / name)
+    # the stages' code deps (dvc.yaml lists trace_core modules); the commands run the installed package
+    shutil.copytree(ROOT / "trace_core", dest / "trace_core", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     for key, value in {**SMALL, **(overrides or {})}.items():
         set_key(raw, key, value)

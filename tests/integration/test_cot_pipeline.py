@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from trace_core.cli import app
 from trace_core.config import CotBuildParams, CotCurateParams, CotGenerateParams, MiniParams, Params, RoutingParams
 from trace_core.cot import build, curate, generate
-from trace_core.cot.prompts import TeacherRequest
-from trace_core.cot.teacher import OracleTeacher, TeacherResult
+from trace_core.cot.prompts import TeacherRequest, TeacherResult
+from trace_core.cot.teacher import OracleTeacher
 from trace_core.data.dataset import EMB_TOKEN, candidate_item, load_train_samples, query_item
 from trace_core.data.instructions import parse_instructions
 from trace_core.data.mbeir import global_pool_file, instructions_file, load_pool, load_queries, union_train_file
@@ -31,8 +31,8 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def setup(tmp: Path, data_root: Path, **sections) -> tuple[Params, Paths]:
-    params = Params(cot_generate=CotGenerateParams(shard_size=16), **sections)
+def setup(tmp: Path, data_root: Path, max_error_rate: float = 0.05, **sections) -> tuple[Params, Paths]:
+    params = Params(cot_generate=CotGenerateParams(shard_size=16, max_error_rate=max_error_rate), **sections)
     paths = Paths.from_params(params, tmp)
     paths = Paths(**{**paths.__dict__, "data_root": data_root})
     return params, paths
@@ -91,10 +91,10 @@ def check_rows(samples, data_root: Path, paths: Paths) -> None:
         kept[row["qid"]] = row
     for s in samples:
         q = queries[s.qid]
-        item, instruction = query_item(q, instr, 42)
+        item, instruction = query_item(q, instr, 42, "uniir")
         assert s.query == item and s.instruction == instruction
         first = next(d for d in q.pos_cand_list if d in pool)
-        assert s.positive == candidate_item(pool[first], q.task_id)
+        assert s.positive == candidate_item(pool[first], q.task_id, "uniir")
         if s.z == 0:
             assert s.target == EMB_TOKEN
         else:
@@ -131,7 +131,7 @@ def test_teacher_errors_become_rows_and_drops(tmp_path: Path, data_root: Path) -
             return [TeacherResult(r.id, None, "refused") if r.id.endswith("3") else x
                     for r, x in zip(requests, super().generate(requests), strict=True)]  # fmt: skip
 
-    params, paths = setup(tmp_path, data_root, cot_build=CotBuildParams(dropped_policy="exclude"))
+    params, paths = setup(tmp_path, data_root, 1.0, cot_build=CotBuildParams(dropped_policy="exclude"))
     gen = generate.run(params, paths, teacher=lambda: Flaky(42, 40, 3))
     assert gen["error"] > MINI.train_per_task
     metrics = curate.run(params, paths)
@@ -250,3 +250,14 @@ def test_model_verifier_needs_matching_teacher_kind() -> None:
     with pytest.raises(ValidationError, match="verifier_teacher.kind"):
         CotCurateParams(verifier="openai")
     CotCurateParams(verifier="openai", verifier_teacher=TeacherParams(kind="openai", model="m", base_url="http://x"))
+
+
+def test_health_problem_threshold_and_reasons() -> None:
+    from collections import Counter
+
+    reasons = Counter({"HTTP 503": 4, "timeout": 2})
+    assert generate.health_problem({"ok": 95, "error": 5}, reasons, 0.05) is None  # exactly at the limit
+    assert generate.health_problem({"ok": 0, "error": 0}, Counter(), 0.05) is None  # nothing asked
+    msg = generate.health_problem({"ok": 94, "error": 6}, reasons, 0.05)
+    assert msg is not None and "6 of 100 teacher requests failed (6.0% > cot_generate.max_error_rate 5.0%)" in msg
+    assert msg.index("4 x 'HTTP 503'") < msg.index("2 x 'timeout'")

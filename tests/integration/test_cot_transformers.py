@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _tiny_teacher import build_tiny_teacher
 from PIL import Image
 
 from trace_core.config import CotCurateParams, TeacherParams
@@ -16,32 +17,7 @@ from trace_core.cot.text import token_counter
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    from trace_core.model.tokens import build_tiny_tokenizer
-
-    out = tmp_path_factory.mktemp("tiny_teacher")
-    tok = build_tiny_tokenizer([*SYSTEM_PROMPTS.values(), "a small red circle at the top left"], 400, "<|emb|>")
-    ids = {
-        t: tok.convert_tokens_to_ids(t)
-        for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
-    }
-    config = Qwen2VLConfig(
-        text_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 2048,
-                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-                     "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id},
-        vision_config={"depth": 1, "embed_dim": 32, "num_heads": 2, "hidden_size": 32, "mlp_ratio": 2},
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-    )  # fmt: skip
-    torch.manual_seed(0)
-    Qwen2VLForConditionalGeneration(config).save_pretrained(out)
-    tok.save_pretrained(out)
-    Qwen2VLImageProcessorPil(min_pixels=3136, max_pixels=12544).save_pretrained(out)
-    return out
+    return build_tiny_teacher(tmp_path_factory.mktemp("tiny_teacher"))
 
 
 def test_transformers_teacher_batches_rows(tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -65,3 +41,32 @@ def test_transformers_teacher_batches_rows(tiny_checkpoint: Path, tmp_path: Path
     recs = [FilterInput(r.id, r.text, "q", None, None) for r in (out[0], out[1], out[3])]
     res = apply_rules(recs, CotCurateParams(), token_counter(None, 4))
     assert len(res.dropped) == 3 and {rule for _, rule, _ in res.dropped} == {"format"}  # gibberish is dropped
+
+
+def test_verify_request_with_image_target_sends_both_images(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """A verify request of an image-only target carries the query and the target image (two image blocks)."""
+    from trace_core.cot.parse import Chain
+    from trace_core.cot.teacher_hf import chat_prompt, load_images
+    from trace_core.cot.verify import VerifyItem, verify_request
+
+    for name, colour in (("q.png", (10, 200, 10)), ("t.png", (200, 10, 10))):
+        Image.new("RGB", (40, 32), colour).save(tmp_path / name)
+    item = VerifyItem(
+        "8:1", 7, "make it red", "q.png", None, None, Chain("The source is green.", "A red one."), "t.png"
+    )
+    req = verify_request(item, tmp_path)
+    assert req.images == (str(tmp_path / "q.png"), str(tmp_path / "t.png"))
+    assert "second attached image" in req.user
+    images, failed = load_images([req])
+    assert not failed and [im.getpixel((0, 0)) for im in images["8:1"]] == [(10, 200, 10), (200, 10, 10)]
+    assert chat_prompt("s", "u", [2, 3]).count("<|vision_start|>") == 2
+    cfg = TeacherParams(kind="transformers", model=str(tiny_checkpoint), batch_size=2, max_new_tokens=4,
+                        device="cpu", dtype="float32", max_pixels=12544)  # fmt: skip
+    teacher = make_teacher(cfg, seed=0)
+    text_target = verify_request(
+        VerifyItem("8:2", 7, "make it red", "q.png", "A red one.", None, Chain("r", "a"), "t.png"), tmp_path
+    )
+    assert text_target.images == (str(tmp_path / "q.png"),)  # a target with text is given as text
+    out = teacher.generate([req, text_target])
+    teacher.close()
+    assert [r.error for r in out] == [None, None] and all(isinstance(r.text, str) for r in out)

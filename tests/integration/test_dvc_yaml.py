@@ -1,4 +1,4 @@
-"""dvc.yaml agrees with params.yaml, the CLI, paths.py and the tracking adapter."""
+"""dvc.yaml agrees with the stage registry, params.yaml, the CLI, paths.py and the code it runs."""
 
 from __future__ import annotations
 
@@ -7,13 +7,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from import_graph import closure, module_file
 
 from trace_core.cli import app
 from trace_core.config import load_params
 from trace_core.paths import Paths
+from trace_core.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ["download", "validate", "cot_generate", "cot_curate", "cot_build", "train", "export", "index", "evaluate"]
+NINE = ["download", "validate", "cot_generate", "cot_curate", "cot_build", "train", "export", "index", "evaluate"]
+TEN = [*NINE, "evaluate_zeroshot"]
+#: code a stage may run without listing it: MLflow logging never changes a stage's outputs.
+NOT_CODE_DEPS = ("trace_core.tracking",)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +39,8 @@ def _lookup(raw: dict, dotted: str) -> object:
     return node
 
 
-def test_nine_stages_in_order(dvc_yaml: dict) -> None:
-    assert list(dvc_yaml["stages"]) == STAGES
+def test_ten_stages_in_order(dvc_yaml: dict) -> None:
+    assert list(dvc_yaml["stages"]) == list(STAGES) == TEN
 
 
 def test_every_params_key_exists(dvc_yaml: dict, params_raw: dict) -> None:
@@ -46,15 +51,49 @@ def test_every_params_key_exists(dvc_yaml: dict, params_raw: dict) -> None:
             _lookup(params_raw, key)
 
 
-def test_params_match_tracking_sections(dvc_yaml: dict) -> None:
-    from trace_core.tracking import STAGE_SECTIONS
-
+def test_params_match_the_registry(dvc_yaml: dict) -> None:
     declared = {name: tuple(stage["params"]) for name, stage in dvc_yaml["stages"].items()}
-    assert declared == STAGE_SECTIONS
+    assert declared == {name: s.params for name, s in STAGES.items()}
+
+
+def _code_deps(stage: dict) -> set[str]:
+    return {d for d in stage.get("deps", []) if d.startswith("trace_core")}
+
+
+def test_code_deps_match_the_registry(dvc_yaml: dict) -> None:
+    for name, stage in dvc_yaml["stages"].items():
+        assert _code_deps(stage) == set(STAGES[name].code), name
+        for dep in STAGES[name].code:
+            assert (ROOT / dep).exists(), f"{name}: code dep {dep} does not exist"
+
+
+def _covered(rel: str, entries: tuple[str, ...]) -> bool:
+    return any(rel == e or rel.startswith(e.rstrip("/") + "/") for e in entries)
+
+
+def test_code_deps_cover_the_import_closure_of_each_run_function() -> None:
+    """Every trace_core module a stage runs is a DVC dependency (so editing it re-runs the stage)."""
+    for name, stage in STAGES.items():
+        modules = closure(stage.run.__module__, skip=NOT_CODE_DEPS)
+        files = {module_file(m).relative_to(ROOT).as_posix() for m in modules}  # type: ignore[union-attr]
+        needed = {f for f in files if not f.endswith("__init__.py")}
+        missing = sorted(f for f in needed if not _covered(f, stage.code))
+        assert not missing, f"stage {name} runs {missing} but does not list them as code deps"
+        unused = [e for e in stage.code if not any(_covered(f, (e,)) for f in needed)]
+        assert not unused, f"stage {name} lists code deps it never runs: {unused}"
+
+
+def test_outs_and_metrics_match_the_registry(dvc_yaml: dict) -> None:
+    for name, stage in dvc_yaml["stages"].items():
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]]
+        assert tuple(outs) == STAGES[name].outs, name
+        metrics = [next(iter(m)) if isinstance(m, dict) else m for m in stage.get("metrics", [])]
+        want = [f"${{paths.metrics_dir}}/{STAGES[name].metrics}.json"] if STAGES[name].metrics else []
+        assert metrics == want, name
 
 
 def test_teacher_params_not_read_after_generation(dvc_yaml: dict) -> None:
-    for name in ("cot_curate", "cot_build", "train", "export", "index", "evaluate"):
+    for name in ("cot_curate", "cot_build", "train", "export", "index", "evaluate", "evaluate_zeroshot"):
         assert not any(k.startswith("cot_generate") for k in dvc_yaml["stages"][name]["params"])
     assert "persist" in json.dumps(dvc_yaml["stages"]["cot_generate"]["outs"])
 
@@ -62,7 +101,7 @@ def test_teacher_params_not_read_after_generation(dvc_yaml: dict) -> None:
 def test_commands_are_trace_cli(dvc_yaml: dict) -> None:
     commands = {c.name or c.callback.__name__ for c in app.registered_commands}
     for name, stage in dvc_yaml["stages"].items():
-        cli = name.replace("_", "-")
+        cli = STAGES[name].command
         assert stage["cmd"] == f"trace {cli} -p params.yaml"
         assert cli in commands
 
@@ -82,7 +121,7 @@ def test_dvc_resolves_templated_paths() -> None:
         "cot_build": paths.cot_train,
         "train": paths.model_dir,
         "export": paths.embeddings_dir,
-        "index": paths.index_dir,
+        "index": paths.index_manifest,
         "evaluate": paths.metrics_file("mbeir"),
     }
     for stage, path in expected.items():
@@ -90,3 +129,7 @@ def test_dvc_resolves_templated_paths() -> None:
     order = list(expected)
     for before, after in zip(order, order[1:], strict=False):  # each stage consumes the previous one's output
         assert deps[after] & outs[before], f"{after} does not depend on an output of {before}"
+    # the zero-shot suite branches off: the trained model and the zero-shot root from download
+    assert str(paths.zeroshot_root) in outs["download"]
+    assert {str(paths.model_dir), str(paths.zeroshot_root)} <= deps["evaluate_zeroshot"]
+    assert str(paths.metrics_file("zeroshot")) in outs["evaluate_zeroshot"]

@@ -1,138 +1,26 @@
 """export -> index (real Milvus Lite) -> evaluate on a tiny M-BEIR layout.
 
-The encoder is a test double of the model with known geometry: a candidate's vector is a
-hash of its did; a query's vector is the vector of the did named by its last word, so every
-query whose text names its positive is a hit at rank 1 and the expected recall is known.
+The encoder is a test double of the model with known geometry (see ``export_doubles``), so the
+expected recall is known.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
+from export_doubles import DIM, KeyEncoder, layout_params
 
-from trace_core.config import Params
 from trace_core.evaluation import evaluate
 from trace_core.evaluation.metrics import score_run_files
 from trace_core.indexing import build_index, export
 from trace_core.io import DataError, read_json
-from trace_core.paths import Paths
-
-DIM = 16
-
-
-@dataclass
-class Enc:
-    vectors: np.ndarray
-    routes: list[str]
-    new_tokens: list[int]
-    chains: list[str]
-
-
-class KeyEncoder:
-    model_id = "test-key-encoder"
-    dim = DIM
-
-    def __init__(self) -> None:
-        self.calls = {"queries": 0, "candidates": 0}
-
-    @staticmethod
-    def _vec(key: str) -> np.ndarray:
-        seed = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
-        v = np.random.default_rng(seed).standard_normal(DIM)
-        return (v / np.linalg.norm(v)).astype(np.float32)
-
-    def encode_candidates(self, items, image_root, batch_size):
-        self.calls["candidates"] += len(items)
-        return np.stack([self._vec(it.id) for it in items])
-
-    def encode_queries(self, items, image_root, mode, max_new_tokens, batch_size):
-        self.calls["queries"] += len(items)
-        keys = [it.text.rstrip(".").split()[-1] for it in items]
-        reason = [mode == "always" or (mode == "adaptive" and it.task_id == 7) for it in items]
-        return Enc(
-            np.stack([self._vec(k) for k in keys]),
-            ["reasoned" if r else "direct" for r in reason],
-            [5 if r else 0 for r in reason],
-            ["a chain" if r else "" for r in reason],
-        )
-
-
-def _jsonl(path: Path, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def make_layout(root: Path) -> None:
-    """mscoco_task0 (t->i, 6 queries, 1 names a wrong did) and cirr_task7 ((i,t)->i, 4 queries)."""
-    (root / "instructions").mkdir(parents=True)
-    (root / "instructions" / "query_instructions.tsv").write_text(
-        "query_modality\tcand_modality\tdataset_name\tdataset_id\tprompt_1\ntext\timage\tMSCOCO\t9\tFind an image of\n"
-    )
-    coco_pool = [
-        {"did": f"9:{i}", "txt": None, "img_path": f"img/9_{i}.jpg", "modality": "image", "src_content": None}
-        for i in range(1, 13)
-    ]
-    cirr_pool = [
-        {"did": f"8:{i}", "txt": None, "img_path": f"img/8_{i}.jpg", "modality": "image", "src_content": None}
-        for i in range(1, 9)
-    ]
-    coco_q = [
-        {
-            "qid": f"9:{100 + i}",
-            "query_txt": f"thing 9:{i if i < 6 else 12}",
-            "query_img_path": None,
-            "query_modality": "text",
-            "query_src_content": None,
-            "pos_cand_list": [f"9:{i}"],
-            "neg_cand_list": [],
-            "task_id": 0,
-        }
-        for i in range(1, 7)
-    ]
-    cirr_q = [
-        {
-            "qid": f"8:{100 + i}",
-            "query_txt": f"edit 8:{i}",
-            "query_img_path": f"img/8_{i + 4}.jpg",
-            "query_modality": "image,text",
-            "query_src_content": None,
-            "pos_cand_list": [f"8:{i}"],
-            "neg_cand_list": [],
-            "task_id": 7,
-        }
-        for i in range(1, 5)
-    ]
-    _jsonl(root / "cand_pool/local/mbeir_mscoco_task0_test_cand_pool.jsonl", coco_pool)
-    _jsonl(root / "cand_pool/local/mbeir_cirr_task7_cand_pool.jsonl", cirr_pool)
-    extra = {"did": "3:1", "txt": "union only", "img_path": None, "modality": "text", "src_content": None}
-    _jsonl(root / "cand_pool/global/mbeir_union_test_cand_pool.jsonl", [*coco_pool, *cirr_pool, extra])
-    _jsonl(root / "query/test/mbeir_mscoco_task0_test.jsonl", coco_q)
-    _jsonl(root / "query/test/mbeir_cirr_task7_test.jsonl", cirr_q)
-    qrels = root / "qrels/test"
-    qrels.mkdir(parents=True)
-    for stem, qs in (("mscoco_task0", coco_q), ("cirr_task7", cirr_q)):
-        (qrels / f"mbeir_{stem}_test_qrels.txt").write_text(
-            "".join(f"{q['qid']} 0 {q['pos_cand_list'][0]} 1 {q['task_id']}\n" for q in qs)
-        )
 
 
 @pytest.fixture()
 def setup(tmp_path):
-    make_layout(tmp_path / "data")
-    params = Params.model_validate(
-        {
-            "paths": {"data_root": "data"},
-            "export": {"shard_size": 4, "batch_size": 2},
-            "tracking": {"enabled": False},
-            "index": {"search_batch": 3},
-        }
-    )
-    return params, Paths.from_params(params, tmp_path)
+    return layout_params(tmp_path)
 
 
 def test_export_index_evaluate(setup):
@@ -143,7 +31,9 @@ def test_export_index_evaluate(setup):
     union = read_json(paths.embeddings_dir / top["union"])
     assert union["count"] == 21 and [p["pool"] for p in union["parts"]] == ["mscoco_task0", "cirr_task7", "union_extra"]
     qm = read_json(paths.embeddings_dir / top["queries"]["cirr_task7"])
-    assert qm["routes"] == {"direct": 0, "reasoned": 4, "forced": 0} and qm["qps"] > 0
+    assert qm["routes"] == {"direct": 0, "reasoned": 4, "forced": 0} and "qps" not in qm  # timings kept apart
+    timings = read_json(paths.timings_file("export"))
+    assert timings["queries"]["cirr_task7"]["rows"] == 4 and timings["query_qps"] > 0
     routing = [json.loads(x) for x in (paths.embeddings_dir / "routing.jsonl").read_text().splitlines()]
     assert len(routing) == 10 and {r["route"] for r in routing if r["task"] == "cirr_task7"} == {"reasoned"}
 
@@ -156,7 +46,7 @@ def test_export_index_evaluate(setup):
 
     manifest = build_index.run(params, paths)
     assert set(manifest["pools"]) == {"mscoco_task0", "cirr_task7", "union"}
-    assert all(e["collection"].startswith(f"trace_{p}_") for p, e in manifest["pools"].items())
+    assert all(e["collection"].startswith(f"trace_test_key_enc_{p}_") for p, e in manifest["pools"].items())
 
     metrics = evaluate.run(params, paths)
     local = metrics["local"]["tasks"]

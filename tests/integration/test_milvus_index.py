@@ -78,3 +78,38 @@ def test_unsupported_index_type_is_rejected_before_milvus():
 def test_unreachable_uri_names_it():
     with pytest.raises(MilvusConnectionError, match=r"http://127.0.0.1:9"):
         connect("http://127.0.0.1:9", 2.0)
+
+
+def test_lite_file_locked_by_another_process_names_its_pid(tmp_path):
+    import subprocess
+    import sys
+
+    db = tmp_path / "locked.db"
+    holder = "import sys; from pymilvus import MilvusClient; MilvusClient(sys.argv[1]).list_collections(); " \
+        "print('ready', flush=True); sys.stdin.read()"  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", holder, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        with pytest.raises(MilvusConnectionError, match=rf"locked by PID {proc.pid}\b") as err:
+            connect(str(db), 5.0)
+        assert "cannot reach" not in str(err.value) and str(db) in str(err.value)
+    finally:
+        proc.communicate(input="", timeout=60)
+
+
+def test_flock_holder_reads_proc_locks():
+    import os
+
+    from trace_core.indexing.milvus import flock_holder
+
+    text = (
+        "1: POSIX  ADVISORY  READ 7087 fe:00:5562438 128 128\n"
+        "2: FLOCK  ADVISORY  WRITE 6899 fe:00:2146385 0 EOF\n"
+        "2: -> FLOCK  ADVISORY  WRITE 7001 fe:00:2146385 0 EOF\n"
+    )
+    dev = os.makedev(0xFE, 0)
+    assert flock_holder(text, dev, 2146385) == 6899
+    assert flock_holder(text, dev, 5562438) is None  # a POSIX lock, not Milvus Lite's flock
+    assert flock_holder(text, os.makedev(8, 1), 2146385) is None

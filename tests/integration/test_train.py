@@ -38,9 +38,13 @@ def test_train_stage_end_to_end(mini_root: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.chdir(mini_root)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("TRACE_PARENT_RUN_ID", raising=False)
+    from trace_core import tracking
+    from trace_core.stages import STAGES
+
     params = make_params(mini_root)
     paths = Paths.from_params(params)
-    summary = stage.run(params, paths)
+    with tracking.stage_run(params, "train", STAGES["train"].params):  # as the CLI opens it
+        summary = stage.run(params, paths)
     metrics = json.loads(paths.metrics_file("train").read_text())
     assert metrics["steps"] == 4 and metrics["final_loss_gen"] is not None
     assert [s for s, _ in metrics["val_history"]] == [0, 2, 4]

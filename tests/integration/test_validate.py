@@ -13,7 +13,7 @@ import yaml
 from conftest import copy_tree, tiny_params
 
 from trace_core.config import dump_params
-from trace_core.data import validate
+from trace_core.data.validate import suite as validate
 from trace_core.io import read_json
 from trace_core.paths import Paths
 
@@ -135,10 +135,72 @@ def c_instructions_missing_key(root: Path) -> tuple[str, str]:
     return "instruction_covered", f"{root / 'query/test/mbeir_cirr_task7_test.jsonl'}:line 1"
 
 
+# --- issue 17: paths leaving the data root, bad bytes, truncated images, qrels coverage -----------
+IMG_QFILE = "query/test/mbeir_mscoco_task3_test.jsonl"  # image queries
+
+
+def _outside(root: Path) -> Path:
+    secret = root.parent / "outside.txt"
+    secret.write_text("not an image, and not the data's business\n")
+    return secret
+
+
+def c_image_absolute(root: Path) -> tuple[str, str]:
+    secret = str(_outside(root))
+    _edit(root, IMG_QFILE, 2, _set("query_img_path", secret))
+    qid = _first(root, IMG_QFILE, "qid", 2)
+    return "file_well_formed", f"{root / IMG_QFILE}:line 2 (record {qid}): query_img_path '{secret}'"
+
+
+def c_image_dotdot(root: Path) -> tuple[str, str]:
+    _outside(root)
+    _edit(root, POOL, 3, _set("img_path", "../outside.txt"))
+    did = _first(root, POOL, "did", 3)
+    return "file_well_formed", f"{root / POOL}:line 3 (record {did}): img_path '../outside.txt'"
+
+
+def c_image_symlink_out(root: Path) -> tuple[str, str]:
+    rel = _first(root, IMG_QFILE, "query_img_path", 1)
+    (root / rel).unlink()
+    (root / rel).symlink_to(_outside(root))
+    qid = _first(root, IMG_QFILE, "qid", 1)
+    return "file_well_formed", f"{root / IMG_QFILE}:line 1 (record {qid}): query_img_path '{rel}'"
+
+
+def c_non_utf8(root: Path) -> tuple[str, str]:
+    path = root / QFILE
+    lines = path.read_bytes().splitlines(keepends=True)
+    offset = len(lines[0]) + len(lines[1]) + lines[2].index(b'"query_txt": "') + len('"query_txt": "')
+    lines[2] = lines[2].replace(b'"query_txt": "', b'"query_txt": "\xff', 1)
+    path.write_bytes(b"".join(lines))
+    return "file_well_formed", f"{path}:line 3: not UTF-8: byte 0xff at byte offset {offset}"
+
+
+def c_truncated_png(root: Path) -> tuple[str, str]:
+    rel = _first(root, POOL, "img_path")
+    data = (root / rel).read_bytes()
+    (root / rel).write_bytes(data[: len(data) * 2 // 3])
+    return "image_decodes", f"{rel} (referenced at {root / POOL}:line 1 ({_first(root, POOL, 'did')}))"
+
+
+def c_query_not_in_qrels(root: Path) -> tuple[str, str]:
+    qid = _first(root, QFILE, "qid", 2)
+    path = root / QRELS
+    path.write_text("".join(ln for ln in path.read_text().splitlines(keepends=True) if ln.split()[0] != qid))
+    return "query_in_qrels", f"{root / QFILE}:line 2 ({qid})"
+
+
+def c_missing_qrels_file(root: Path) -> tuple[str, str]:
+    (root / QRELS).unlink()
+    return "test_task_has_qrels", f"mscoco_task0: {root / QRELS}"
+
+
 CORRUPTIONS = [
     c_malformed, c_missing_field, c_unknown_modality, c_dangling_qrels_qid, c_dangling_qrels_did,
     c_missing_image, c_undecodable_image, c_duplicate_qid, c_duplicate_did, c_bad_qid, c_modality_content,
     c_task_modality, c_positive_not_in_pool, c_positive_wrong_dataset, c_instructions_missing_key,
+    c_image_absolute, c_image_dotdot, c_image_symlink_out, c_non_utf8, c_truncated_png, c_query_not_in_qrels,
+    c_missing_qrels_file,
 ]  # fmt: skip
 
 

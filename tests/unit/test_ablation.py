@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from trace_core import ablation
+from pathlib import Path
+
+import pytest
+
+from flows import ablation as flow
 from trace_core.config import Params
 from trace_core.data.mbeir import TEST_TASKS
+from trace_core.evaluation import ablation
 
 
 def _metrics(recall: float, reasoned: float, qps: float) -> dict:
@@ -20,11 +25,15 @@ def _metrics(recall: float, reasoned: float, qps: float) -> dict:
         }
         for t in TEST_TASKS
     }
-    return {"local": {"table": table}, "routing": routing, "query_qps": qps}
+    return {"local": {"table": table}, "routing": routing}
+
+
+def _row(recall: float, reasoned: float, qps: float) -> dict:
+    return ablation.summarise(_metrics(recall, reasoned, qps), {"query_qps": qps})
 
 
 def test_summarise_weights_rates_by_queries() -> None:
-    s = ablation.summarise(_metrics(0.5, 0.25, 40.0))
+    s = _row(0.5, 0.25, 40.0)
     assert s["average"] == 0.5 and s["routing"]["reasoned"] == 0.25 and s["routing"]["direct"] == 0.75
     assert s["mean_new_tokens"] == 5.0 and s["query_qps"] == 40.0
     assert set(s["tasks"]) == {t.stem for t in TEST_TASKS}
@@ -32,9 +41,9 @@ def test_summarise_weights_rates_by_queries() -> None:
 
 def test_report_states_measured_differences() -> None:
     rows = {
-        "adaptive": ablation.summarise(_metrics(0.5, 0.25, 40.0)),
-        "never": ablation.summarise(_metrics(0.4, 0.0, 80.0)),
-        "no-chains": ablation.summarise(_metrics(0.3, 0.0, 80.0)),
+        "adaptive": _row(0.5, 0.25, 40.0),
+        "never": _row(0.4, 0.0, 80.0),
+        "no-chains": _row(0.3, 0.0, 80.0),
     }
     meta = {
         "git_commit": "0123456789abcdef",
@@ -52,6 +61,87 @@ def test_report_states_measured_differences() -> None:
 
 
 def test_set_args_and_overrides() -> None:
-    assert ablation.set_args({"a.b": [], "c": 0.0, "d": "never"}) == ["-S", "a.b=[]", "-S", "c=0.0", "-S", "d=never"]
-    p = ablation.apply_overrides(Params(), {"train.lambda_gen": 0.0, "cot_generate.routing.reason_datasets": []})
+    assert flow.set_args({"a.b": [], "c": 0.0, "d": "never"}) == ["-S", "a.b=[]", "-S", "c=0.0", "-S", "d=never"]
+    p = flow.with_overrides(Params(), {"train.lambda_gen": 0.0, "cot_generate.routing.reason_datasets": []})
     assert p.train.lambda_gen == 0.0 and p.cot_generate.routing.reason_datasets == []
+
+
+# --- paired bootstrap on constructed per-query results ---------------------------------------
+STEMS = [t.stem for t in TEST_TASKS[:2]]
+
+
+def _idx(n: int = 64, n_boot: int = 2000) -> dict:
+    return ablation.bootstrap_indices(dict.fromkeys(STEMS, n), n_boot, seed=1)
+
+
+def test_identical_variants_differ_by_exactly_zero() -> None:
+    hits = {s: [float(i % 3 == 0) for i in range(64)] for s in STEMS}
+    diff = ablation.paired_differences(hits, hits, _idx())
+    assert all(iv.value == iv.low == iv.high == 0.0 and not iv.significant for iv in diff.values())
+
+
+def test_pairing_detects_a_small_consistent_gain() -> None:
+    """b = a with 8 of 64 hits removed: +12.5 points in every resample that draws one of them."""
+    a = {s: [float(i % 2 == 0) for i in range(64)] for s in STEMS}
+    b = {s: [0.0 if i < 16 else h for i, h in enumerate(a[s])] for s in STEMS}
+    diff = ablation.paired_differences(a, b, _idx())
+    first = diff[STEMS[0]]
+    assert first.value == 0.125 and first.significant and first.high - first.low < 0.2
+    assert diff["average"].value == 0.125 and diff["average"].significant
+    # each variant alone is far less certain: its own interval is wider than the paired difference's
+    alone = ablation.recall_intervals(a, _idx())[STEMS[0]]
+    assert alone.value == 0.5 and alone.high - alone.low > first.high - first.low
+    assert abs((alone.high - alone.low) - 2 * 1.96 * ablation.standard_error(0.5, 64)) < 0.03
+
+
+def test_noise_is_not_significant() -> None:
+    """Two variants that swap hits on different queries (same totals) are not called different."""
+    a = {s: [float(i % 2 == 0) for i in range(64)] for s in STEMS}
+    b = {s: [float(i % 2 == 1) for i in range(64)] for s in STEMS}
+    diff = ablation.paired_differences(a, b, _idx())
+    assert diff["average"].value == 0.0 and not diff["average"].significant
+    assert diff["average"].low < 0 < diff["average"].high
+
+
+def test_statistics_share_one_resample_and_name_the_comparisons() -> None:
+    base = {s: [1.0] * 10 + [0.0] * 54 for s in STEMS}
+    never = {s: [0.0] * 64 for s in STEMS}
+    intervals, diffs = ablation.statistics({"adaptive": base, "never": never}, "adaptive", n_boot=500)
+    assert set(intervals) == {"adaptive", "never"} and list(diffs) == ["adaptive - never"]
+    assert intervals["never"]["average"].high == 0.0
+    text = ablation.significance_markdown(diffs, 500, 0.95)
+    assert "**+15.6 [" in text and "- adaptive - never: average +15.6 points" in text and ": significant;" in text
+    with pytest.raises(ValueError, match="64 vs 63 queries"):
+        ablation.paired_differences(base, {s: [0.0] * 63 for s in STEMS}, _idx())
+
+
+def test_task_hits_from_rankings() -> None:
+    rankings = {"q1": ["d9", "d1"], "q2": ["d5", "d6", "d7"]}
+    qrels = {"t": {"q2": frozenset({"d7"}), "q1": frozenset({"d1"}), "q3": frozenset({"d3"})}}
+    assert ablation.task_hits(rankings, qrels, {"t": 2}) == {"t": [1.0, 0.0, 0.0]}  # q1, q2, q3; q3 absent = miss
+
+
+def test_report_has_the_significance_section() -> None:
+    rows = {"adaptive": ablation.summarise(_metrics(0.5, 0.25, 40.0))}
+    meta = {
+        "git_commit": "0123456789abcdef",
+        "profile": "mini",
+        "experiments": {"adaptive": "ablation-adaptive"},
+        "mlflow": {"adaptive": "run"},
+        "descriptions": {"adaptive": "a"},
+        "overrides": {"adaptive": {}},
+        "tables": {"adaptive": "routing"},
+    }
+    assert "## Which differences are significant" not in ablation.report_markdown(rows, meta)
+    text = ablation.report_markdown(rows, meta, "TABLE")
+    assert "## Which differences are significant\n\nTABLE" in text and "ablation.png" in text
+
+
+def test_flow_statistics_write_the_plot(tmp_path: Path) -> None:
+    hits = {
+        "adaptive": {t.stem: [1.0] * 20 + [0.0] * 44 for t in TEST_TASKS},
+        "never": {t.stem: [1.0] * 10 + [0.0] * 54 for t in TEST_TASKS},
+    }
+    text, stats = flow.write_statistics(hits, tmp_path, n_boot=200)
+    assert (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+    assert "adaptive - never" in text and stats["differences"]["adaptive - never"]["average"]["value"] == 10 / 64

@@ -9,10 +9,11 @@ import pytest
 from trace_core.config import CotCurateParams, RoutingParams
 from trace_core.cot.filters import FilterInput, record_rules
 from trace_core.cot.oracle import oracle_chain, oracle_verdict
+from trace_core.cot.overrides import parse_overrides
 from trace_core.cot.parse import parse_chain, parse_verdict
-from trace_core.cot.prompts import TeacherRequest
-from trace_core.cot.routing import decide, needs_assessor, parse_overrides
-from trace_core.cot.teacher import OracleTeacher, TeacherResult
+from trace_core.cot.prompts import TeacherRequest, TeacherResult
+from trace_core.cot.routing import decide, needs_assessor
+from trace_core.cot.teacher import OracleTeacher
 from trace_core.cot.text import token_counter
 
 SCENE = {"objects": [{"shape": "circle", "color": "red", "size": "small", "position": "top left"},

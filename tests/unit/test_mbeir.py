@@ -95,10 +95,10 @@ def test_instructions_header_and_deterministic_choice(real_root: Path) -> None:
     instr = parse_instructions(instructions_file(real_root))
     (q,) = load_queries(query_file(real_root, "test", "mscoco_task3"))
     assert instr.for_query(q) == ("Find a caption for the image.", "Describe it.")  # empty cells dropped
-    prompt, text = instructed_text(q, instr, seed=42)
+    prompt, text = instructed_text(q, instr, 42, "uniir")
     assert text == prompt  # image-only query gets the prompt alone
     assert prompt == instr.for_query(q)[choose_index(q.qid, 2, 42)]
-    assert instructed_text(q, instr, seed=42) == (prompt, text)
+    assert instructed_text(q, instr, 42, "uniir") == (prompt, text)
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from trace_core.data.mbeir import (
     union_train_file,
 )
 from trace_core.data.mini import build_mini, write_mini
-from trace_core.data.scene import EditPayload, Scene, payload_from_json, scene_caption, to_json
+from trace_core.data.mini.scene import EditPayload, Scene, payload_from_json, scene_caption, to_json
 from trace_core.io import sha256_file
 
 TINY = MiniParams(train_per_task=4, test_per_task=4, val_per_task=2, pool_per_task=12, n_entities=6)

@@ -17,7 +17,7 @@ from trace_core.indexing.shards import (
     write_shard,
 )
 from trace_core.indexing.union import union_rows
-from trace_core.io import DataError
+from trace_core.io import DataError, read_json
 
 
 def _vecs(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
@@ -64,7 +64,7 @@ def test_length_mismatch_names_the_shard_file(tmp_path):
 
 def test_dimension_mismatch_and_duplicates(tmp_path):
     path, ids, _ = _pool(tmp_path)
-    info = {"name": "shard-00000", "count": 4, "dim": 8}
+    info = read_json(tmp_path / "shard-00000.json")
     with pytest.raises(DataError, match="dimension 8 differs from the expected 16"):
         load_shard(tmp_path, info, 16)
     with pytest.raises(DataError, match="row 2: duplicate id '9:1'"):

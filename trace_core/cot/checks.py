@@ -22,29 +22,47 @@ def curated_frame(rows: Sequence[dict[str, Any]], count: TokenCounter) -> Any:
 
 
 def expectations(cfg: CotCurateParams) -> list[Any]:
-    """The suite: ids unique, fields non-empty and tag-free, lengths within the rule bounds."""
+    """The suite: ids unique, fields non-empty and tag-free, lengths within the rule bounds.
+
+    Each expectation carries a sentence in ``notes`` saying what it checks and why.
+    """
     import great_expectations as gx
 
     e = gx.expectations
     out: list[Any] = [
-        e.ExpectColumnValuesToBeUnique(column="qid"),
-        e.ExpectColumnValuesToBeInSet(column="z", value_set=[1]),
+        e.ExpectColumnValuesToBeUnique(
+            column="qid", notes="Checks that each query has one chain. Why: cot_build joins chains to queries by qid."
+        ),
+        e.ExpectColumnValuesToBeInSet(
+            column="z",
+            value_set=[1],
+            notes="Checks that every curated row is a reasoning (z=1) query. Why: z=0 queries get no chain.",
+        ),
     ]
     for col in ("qid", "reasoning", "answer"):
-        out.append(e.ExpectColumnValuesToNotBeNull(column=col))
-        out.append(e.ExpectColumnValueLengthsToBeBetween(column=col, min_value=1))
+        why = f"Why: an empty {col} would train the model to emit nothing before <|emb|>."
+        out.append(e.ExpectColumnValuesToNotBeNull(column=col, notes=f"Checks that {col} is present. {why}"))
+        non_empty = f"Checks that {col} is non-empty. {why}"
+        out.append(e.ExpectColumnValueLengthsToBeBetween(column=col, min_value=1, notes=non_empty))
     for col in ("reasoning", "answer"):
-        out.append(e.ExpectColumnValuesToNotMatchRegex(column=col, regex=TAG_REGEX))
-    out.append(
-        e.ExpectColumnValuesToBeBetween(
-            column="reasoning_tokens", min_value=cfg.reasoning_min_tokens, max_value=cfg.reasoning_max_tokens
+        out.append(
+            e.ExpectColumnValuesToNotMatchRegex(
+                column=col,
+                regex=TAG_REGEX,
+                notes=f"Checks that {col} holds no <reasoning>/<answer> tags. Why: cot_build adds the tags itself; "
+                "leftovers mean the teacher's output was parsed wrongly.",
+            )
         )
-    )
-    out.append(
-        e.ExpectColumnValuesToBeBetween(
-            column="answer_tokens", min_value=cfg.answer_min_tokens, max_value=cfg.answer_max_tokens
+    bounds = {
+        "reasoning_tokens": (cfg.reasoning_min_tokens, cfg.reasoning_max_tokens),
+        "answer_tokens": (cfg.answer_min_tokens, cfg.answer_max_tokens),
+    }
+    for col, (lo, hi) in bounds.items():
+        note = (
+            f"Checks that {col} is within the length rule ({lo}-{hi}). Why: the rule filter should already have "
+            "dropped others; a violation means the filter and this check disagree."
         )
-    )
+        out.append(e.ExpectColumnValuesToBeBetween(column=col, min_value=lo, max_value=hi, notes=note))
     return out
 
 

@@ -43,6 +43,9 @@ def read_filter_inputs(path: Path) -> list[dict[str, Any]]:
         for name in FILTER_FIELDS[1:]:
             if obj.get(name) is not None and not isinstance(obj[name], str):
                 raise DataError(path, f"line {lineno}", f"field '{name}' must be a string or null")
+        task = obj.get("task_id")
+        if task is not None and (not isinstance(task, int) or isinstance(task, bool)):
+            raise DataError(path, f"line {lineno}", "field 'task_id' must be an integer or null (optional)")
         rows.append(obj)
     return rows
 
@@ -72,7 +75,8 @@ def filter_file(
 
     Args:
         cfg: filter parameters.
-        in_path: JSONL with ``qid``, ``raw``, ``query_txt``, ``target_txt``, ``source_txt``.
+        in_path: JSONL with ``qid``, ``raw``, ``query_txt``, ``target_txt``, ``source_txt`` and
+            optionally ``task_id`` (7 turns on the source check of composed retrieval).
         out_path: kept records, each with ``reasoning`` and ``answer`` added.
         dropped_path: dropped records, each with ``rule`` and ``detail`` added.
         tokenizer: teacher tokenizer directory (default ``cfg.tokenizer``, else the fallback).
@@ -97,7 +101,8 @@ def verify_rows(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Apply the verifier; return (kept, dropped with rule ``verifier``), verdicts recorded."""
     items = [VerifyItem(r["qid"], r["task_id"], r.get("query_txt"), r.get("query_img_path"), r.get("target_txt"),
-                        r.get("query_src_content"), Chain(r["reasoning"], r["answer"])) for r in kept]  # fmt: skip
+                        r.get("query_src_content"), Chain(r["reasoning"], r["answer"]), r.get("target_img_path"))
+             for r in kept]  # fmt: skip
     verdicts = verify(verifier, items, data_root, cfg.verifier_teacher.batch_size)
     out_kept, out_dropped = [], []
     for r, v in zip(kept, verdicts, strict=True):

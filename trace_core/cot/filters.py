@@ -1,21 +1,29 @@
 """The rule filter of M-BEIR-CoT (TRACE.md section 5.3), pure functions.
 
-Rules, applied in this order; the first that fails names the drop:
+Rules, applied in this order; the first that fails names the drop. ``language`` comes right
+after ``format``: a chain in another language is reported as such, not under a later rule it
+also breaks (its keywords, lengths and n-grams mean nothing in an English filter).
 
 ``format``      exactly one well-formed ``<reasoning>`` then ``<answer>`` pair (:mod:`.parse`).
+``language``    English: at least ``min_english_ratio`` of the letters are ASCII, the reasoning
+                holds at least ``min_english_function_words`` English function words, and of
+                the function words found in the chain (English ones and those of French,
+                Spanish, German, Italian, Portuguese and Dutch, :data:`FOREIGN_FUNCTION_WORDS`)
+                at least ``min_english_function_share`` are English.
 ``length``      reasoning in ``[reasoning_min_tokens, reasoning_max_tokens]`` and answer in
                 ``[answer_min_tokens, answer_max_tokens]`` tokens (teacher tokenizer or the
                 word-piece fallback of :mod:`.text`).
 ``repetition``  no word ``ngram_n``-gram occurs more than ``max_ngram_repeat`` times within
                 the reasoning or within the answer.
-``language``    English: at least ``min_english_ratio`` of the letters are ASCII, and the
-                reasoning holds at least ``min_english_function_words`` English function words.
 ``refusal``     no refusal or boilerplate phrase (:data:`REFUSAL_PATTERNS` plus
                 ``extra_refusal_patterns``), case-insensitive.
 ``keyword``     the answer shares at least one salient keyword with the instructed query text
                 or the ground-truth target text (skipped when both are missing).
-``unchanged``   for an edit (``source_txt`` set) the answer differs from the source caption
-                after normalisation.
+``unchanged``   for an edit the answer differs from the source: from the source caption after
+                normalisation when one is known (``source_txt``, M-BEIR-mini metadata); for a
+                composed-retrieval query without one (real CIRR/FashionIQ records carry only
+                image ids) the answer must not merely repeat the reasoning's first sentence,
+                which the edit prompt asks to describe the source image.
 ``duplicate``   near-duplicate (query, answer) pairs: among records with the same normalised
                 query text and query image, an answer whose word-bigram Jaccard similarity to
                 an earlier kept answer is at least ``near_duplicate_threshold`` is dropped.
@@ -31,9 +39,20 @@ from typing import Any
 
 from trace_core.config import CotCurateParams
 from trace_core.cot.parse import Chain, parse_chain
-from trace_core.cot.text import FUNCTION_WORDS, TokenCounter, jaccard, keywords, normalise, shingles, words
+from trace_core.cot.text import (
+    FOREIGN_FUNCTION_WORDS,
+    FUNCTION_WORDS,
+    TokenCounter,
+    jaccard,
+    keywords,
+    normalise,
+    shingles,
+    words,
+)
 
-RULES: tuple[str, ...] = ("format", "length", "repetition", "language", "refusal", "keyword", "unchanged", "duplicate")
+RULES: tuple[str, ...] = ("format", "language", "length", "repetition", "refusal", "keyword", "unchanged", "duplicate")
+EDIT_TASKS: frozenset[int] = frozenset({7})  # composed image retrieval: (image, text) -> image
+SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s")
 REFUSAL_PATTERNS: tuple[str, ...] = (
     r"\bas an ai\b",
     r"\blanguage model\b",
@@ -58,6 +77,7 @@ class FilterInput:
     target_txt: str | None
     source_txt: str | None
     query_img_path: str | None = None
+    task_id: int | None = None
 
 
 @dataclass
@@ -107,6 +127,15 @@ def check_language(chain: Chain, cfg: CotCurateParams) -> str:
     n_func = sum(w in FUNCTION_WORDS for w in words(chain.reasoning))
     if n_func < cfg.min_english_function_words:
         return f"reasoning has {n_func} English function words (< {cfg.min_english_function_words})"
+    all_words = words(text)
+    n_en = sum(w in FUNCTION_WORDS for w in all_words)
+    n_foreign = sum(w in FOREIGN_FUNCTION_WORDS for w in all_words)
+    share = n_en / (n_en + n_foreign) if n_en + n_foreign else 1.0
+    if share < cfg.min_english_function_share:
+        return (
+            f"{n_en} of {n_en + n_foreign} function words are English "
+            f"(share {share:.2f} < {cfg.min_english_function_share})"
+        )
     return ""
 
 
@@ -131,10 +160,18 @@ def check_keyword(rec: FilterInput, chain: Chain, cfg: CotCurateParams) -> str:
     return "answer shares no salient keyword with the query or the target text"
 
 
+def first_sentence(text: str) -> str:
+    """The text up to its first sentence end (the whole text when it has one sentence)."""
+    return SENTENCE_END_RE.split(text.strip(), maxsplit=1)[0]
+
+
 def check_unchanged(rec: FilterInput, chain: Chain) -> str:
-    """Empty string unless an edit's answer equals its source caption after normalisation."""
-    if rec.source_txt is not None and normalise(chain.answer) == normalise(rec.source_txt):
-        return "answer equals the source caption (edit not applied)"
+    """Empty string unless an edit's answer restates its source (see the module docstring)."""
+    answer = normalise(chain.answer)
+    if rec.source_txt is not None:
+        return "answer equals the source caption (edit not applied)" if answer == normalise(rec.source_txt) else ""
+    if rec.task_id in EDIT_TASKS and answer and f" {answer} " in f" {normalise(first_sentence(chain.reasoning))} ":
+        return "answer repeats the reasoning's description of the source image (edit not applied)"
     return ""
 
 
@@ -144,9 +181,9 @@ def record_rules(rec: FilterInput, cfg: CotCurateParams, count: TokenCounter) ->
     if chain is None:
         return None, "format", why
     checks: tuple[tuple[str, Callable[[], str]], ...] = (
+        ("language", lambda: check_language(chain, cfg)),
         ("length", lambda: check_length(chain, cfg, count)),
         ("repetition", lambda: check_repetition(chain, cfg)),
-        ("language", lambda: check_language(chain, cfg)),
         ("refusal", lambda: check_refusal(chain, cfg)),
         ("keyword", lambda: check_keyword(rec, chain, cfg)),
         ("unchanged", lambda: check_unchanged(rec, chain)),
@@ -192,4 +229,5 @@ def input_from_dict(d: dict[str, Any]) -> FilterInput:
         target_txt=d.get("target_txt"),
         source_txt=d.get("source_txt"),
         query_img_path=d.get("query_img_path"),
+        task_id=d.get("task_id"),
     )

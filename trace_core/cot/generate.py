@@ -1,13 +1,22 @@
 """Stage ``cot_generate``: route training queries and let the teacher write chains.
 
-Output (``paths.cot_raw_dir``): ``shard-NNNNN.jsonl`` holding one row per training query
-(in the order of the union training file, ``max_queries`` first), each followed by
-``shard-NNNNN.manifest.json`` once complete, and ``manifest.json`` (totals) written last.
+Output (``paths.cot_raw_dir``): ``shard-NNNNN.jsonl`` holding one row per *distinct* training
+query (``data.train_file``; first occurrences in file order, ``max_queries`` first), each
+followed by ``shard-NNNNN.manifest.json`` once complete, and ``manifest.json`` (totals) written
+last. UniIR's upsampled union file repeats whole records; each distinct query goes to the
+teacher once and ``cot_build`` expands the chains back to every occurrence.
 
 Resumable: a shard counts as done iff its manifest exists and matches the current
 parameters, its query ids and its file hash; a rerun skips done shards and regenerates the
 others, so a killed run continues where it stopped without losing or duplicating a row.
-Only z=1 queries go to the teacher; a failed request is an ``error`` row with its reason.
+Only z=1 queries go to the teacher; a failed request is an ``error`` row with its reason, and
+a rerun asks the teacher again for the error rows of done shards (nothing else).
+
+Teacher health: when more than ``cot_generate.max_error_rate`` of the teacher requests end as
+error rows, the stage fails (:class:`TeacherFailure`, exit 2) with the count and the first
+reasons, after writing its shards but before the top manifest, so ``cot_curate`` refuses them.
+Query images are resolved inside the data root (:mod:`trace_core.data.files`) before any
+request is built: a path leading outside fails the stage and nothing is sent.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import hashlib
 import json
 import logging
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,19 +34,36 @@ from typing import Any
 from tqdm import tqdm
 
 from trace_core.config import CotGenerateParams, Params, dump_params
-from trace_core.cot import oracle, prompts
-from trace_core.cot.routing import RouteDecision, decide, needs_assessor, parse_overrides
-from trace_core.cot.teacher import Teacher, TeacherResult, make_teacher, safe_generate
+from trace_core.cot import prompts
+from trace_core.cot.overrides import parse_overrides
+from trace_core.cot.prompts import TeacherResult
+from trace_core.cot.routing import RouteDecision, decide, needs_assessor
+from trace_core.cot.teacher import Teacher, make_teacher, safe_generate
 from trace_core.data.dataset import query_item
+from trace_core.data.files import open_record_file
 from trace_core.data.instructions import Instructions, parse_instructions
-from trace_core.data.mbeir import global_pool_file, instructions_file, iter_candidates, load_queries, union_train_file
-from trace_core.io import read_json, sha256_file, write_json, write_jsonl
+from trace_core.data.mbeir import (
+    distinct_queries,
+    global_pool_file,
+    instructions_file,
+    iter_candidates,
+    load_train_queries,
+)
+from trace_core.data.normalize import TextNorm
+from trace_core.io import iter_jsonl, read_json, sha256_file, write_json, write_jsonl
 from trace_core.paths import Paths
 from trace_core.types import CandidateRecord, QueryRecord
 
 log = logging.getLogger(__name__)
 TeacherFactory = Callable[[], Teacher]
 META_TEXT_KEYS = ("caption", "description", "passage", "target_caption")
+#: teacher keys that change how requests are sent, never what a successful row holds
+TRANSPORT_KEYS = ("api_key_env", "concurrency", "max_retries", "retry_base_delay_s", "max_retry_after_s", "timeout_s")
+COUNT_KEYS = ("rows", "z0", "z1", "ok", "error")
+
+
+class TeacherFailure(ValueError):
+    """Too many teacher requests failed; the message gives the count and the first reasons."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +75,7 @@ class QueryContext:
     text: str | None  # instructed query text
     target_did: str | None
     target_txt: str | None
+    target_img_path: str | None  # relative to the data root; the verifier sees it when the target has no text
     source_txt: str | None
 
 
@@ -73,24 +101,34 @@ def source_caption(q: QueryRecord) -> str | None:
     return str(m["source_caption"]) if m.get("kind") == "edit" and m.get("source_caption") else None
 
 
-def pool_texts(pool: Path, wanted: set[str]) -> dict[str, str | None]:
-    """Stream the pool once; keep the text of the wanted dids."""
-    out: dict[str, str | None] = {}
-    for c in iter_candidates(pool):
-        if c.did in wanted:
-            out[c.did] = candidate_text(c)
-    return out
+def pool_targets(pool: Path, wanted: set[str]) -> dict[str, CandidateRecord]:
+    """Stream the pool once; keep the wanted candidates."""
+    return {c.did: c for c in iter_candidates(pool) if c.did in wanted}
 
 
 def build_contexts(
-    queries: Sequence[QueryRecord], instr: Instructions, seed: int, texts: dict[str, str | None]
+    queries: Sequence[QueryRecord],
+    instr: Instructions,
+    seed: int,
+    targets: dict[str, CandidateRecord],
+    mode: TextNorm,
 ) -> list[QueryContext]:
     """Contexts of the queries; the target is the first positive present in the pool."""
     out = []
     for q in queries:
-        item, instruction = query_item(q, instr, seed)
-        did = next((d for d in q.pos_cand_list if d in texts), None)
-        out.append(QueryContext(q, instruction, item.text, did, texts.get(did) if did else None, source_caption(q)))
+        item, instruction = query_item(q, instr, seed, mode)
+        target = next((targets[d] for d in q.pos_cand_list if d in targets), None)
+        out.append(
+            QueryContext(
+                q,
+                instruction,
+                item.text,
+                target.did if target else None,
+                candidate_text(target) if target else None,
+                target.img_path if target else None,
+                source_caption(q),
+            )
+        )
     return out
 
 
@@ -102,6 +140,11 @@ def may_reason(queries: Sequence[QueryRecord], cfg: CotGenerateParams) -> list[Q
     return [q for q in queries if decide(q.dataset_id, q.task_id, cfg.routing, ov, None).z == 1]
 
 
+def query_image(q: QueryRecord, data_root: Path) -> str | None:
+    """The real path of a query's image, refused (:class:`DataError`) if it leaves the data root."""
+    return str(open_record_file(data_root, q.query_img_path, q.qid)) if q.query_img_path else None
+
+
 def chain_request(ctx: QueryContext, data_root: Path, show_hint: bool) -> prompts.TeacherRequest:
     """The teacher request of a z=1 query (task-specific prompt)."""
     q = ctx.q
@@ -109,7 +152,7 @@ def chain_request(ctx: QueryContext, data_root: Path, show_hint: bool) -> prompt
     user = prompts.chain_user_prompt(
         ctx.text, q.query_img_path is not None, q.task_id, ctx.target_txt if show_hint else None
     )
-    image = str(data_root / q.query_img_path) if q.query_img_path else None
+    image = query_image(q, data_root)
     return prompts.TeacherRequest(q.qid, "chain", prompts.SYSTEM_PROMPTS[kind], user, image, q.query_src_content)
 
 
@@ -117,7 +160,7 @@ def assess_request(ctx: QueryContext, data_root: Path) -> prompts.TeacherRequest
     """The assessor request of a query."""
     q = ctx.q
     user = prompts.assessor_user_prompt(ctx.text, q.query_img_path is not None, q.task_id)
-    image = str(data_root / q.query_img_path) if q.query_img_path else None
+    image = query_image(q, data_root)
     return prompts.TeacherRequest(q.qid, "assess", prompts.ASSESSOR_SYSTEM, user, image, q.query_src_content)
 
 
@@ -132,7 +175,8 @@ def make_row(
         "assessor_raw": route.assessor_raw, "assessor_error": route.assessor_error,
         "instruction": ctx.instruction, "query_txt": ctx.text, "query_img_path": q.query_img_path,
         "query_src_content": q.query_src_content,
-        "target_did": ctx.target_did, "target_txt": ctx.target_txt, "source_txt": ctx.source_txt,
+        "target_did": ctx.target_did, "target_txt": ctx.target_txt, "target_img_path": ctx.target_img_path,
+        "source_txt": ctx.source_txt,
         "teacher": teacher if result is not None else None, "status": status,
         "raw": None if result is None else result.text, "error": None if result is None else result.error,
     }  # fmt: skip
@@ -185,7 +229,9 @@ class Generator:
 
     def shard_rows(self, ctxs: Sequence[QueryContext]) -> list[dict[str, Any]]:
         """All rows of one shard, in query order."""
-        routes = self.route(ctxs)
+        return self._rows(ctxs, self.route(ctxs))
+
+    def _rows(self, ctxs: Sequence[QueryContext], routes: Sequence[RouteDecision]) -> list[dict[str, Any]]:
         hint = self.cfg.teacher.show_target_hint
         reqs = [chain_request(c, self.data_root, hint) for c, r in zip(ctxs, routes, strict=True) if r.z == 1]
         results = self._ask("teacher", reqs)
@@ -193,6 +239,17 @@ class Generator:
         return [
             make_row(c, r, results.get(c.q.qid) if r.z == 1 else None, name) for c, r in zip(ctxs, routes, strict=True)
         ]
+
+    def retry_errors(self, ctxs: Sequence[QueryContext], rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A done shard's rows with its ``error`` rows asked again (their routing decision kept)."""
+        if [r["qid"] for r in rows] != [c.q.qid for c in ctxs]:
+            return self.shard_rows(ctxs)  # not this shard's rows after all: regenerate it whole
+        todo = [i for i, r in enumerate(rows) if r["status"] == "error"]
+        routes = [RouteDecision(1, rows[i]["route"], rows[i]["assessor_raw"], rows[i]["assessor_error"]) for i in todo]
+        out = list(rows)
+        for i, row in zip(todo, self._rows([ctxs[i] for i in todo], routes), strict=True):
+            out[i] = row
+        return out
 
 
 # --- shard bookkeeping -------------------------------------------------------------------
@@ -206,11 +263,34 @@ def manifest_path(raw_dir: Path, i: int) -> Path:
     return raw_dir / f"shard-{i:05d}.manifest.json"
 
 
+def content_params(cot_generate: dict[str, Any]) -> dict[str, Any]:
+    """The ``cot_generate`` params that change what rows hold.
+
+    Left out: ``max_queries`` (the qids hash covers it), ``max_error_rate`` and the teachers'
+    transport settings (timeouts, retries, concurrency), so raising a timeout after failures
+    retries the error rows instead of regenerating every shard.
+    """
+    cfg = {k: v for k, v in cot_generate.items() if k not in ("max_queries", "max_error_rate")}
+    cfg["teacher"] = _without_transport(cfg["teacher"])
+    cfg["routing"] = {**cfg["routing"], "assessor": _without_transport(cfg["routing"]["assessor"])}
+    return cfg
+
+
+def _without_transport(teacher: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if teacher is None else {k: v for k, v in teacher.items() if k not in TRANSPORT_KEYS}
+
+
 def fingerprint(params: Params) -> str:
-    """Hash of everything that changes generated rows: params, seed, prompt and oracle code."""
-    code = {Path(m.__file__).name: sha256_file(m.__file__) for m in (prompts, oracle) if m.__file__}
-    cfg = {k: v for k, v in dump_params(params)["cot_generate"].items() if k != "max_queries"}  # qids hash covers it
-    key = {"cot_generate": cfg, "seed": params.base.seed, "code": code}
+    """Hash of the params and prompt texts that change generated rows (the shards' resume key).
+
+    Code changes are DVC's business (the stage lists its code as ``deps``); the prompt texts
+    are data the teacher sees, so a shard written under other prompts is never reused.
+    """
+    key = {
+        "cot_generate": content_params(dump_params(params)["cot_generate"]),
+        "seed": params.base.seed,
+        "prompts": prompts.prompt_texts(),
+    }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -265,17 +345,21 @@ def remove_stale(raw_dir: Path, n_shards: int) -> None:
 def generate_shards(
     gen: Generator, ctxs: Sequence[QueryContext], raw_dir: Path, fp: str, shard_size: int
 ) -> dict[str, int]:
-    """Generate every incomplete shard in order; return totals over all shards."""
-    total = {"rows": 0, "z0": 0, "z1": 0, "ok": 0, "error": 0, "shards": 0, "shards_skipped": 0}
+    """Generate every incomplete shard and retry the error rows of done ones; return totals."""
+    total = dict.fromkeys([*COUNT_KEYS, "shards", "shards_skipped", "shards_retried"], 0)
     bar = tqdm(total=len(ctxs), unit="query", desc="cot-generate", disable=not sys.stderr.isatty())
     for i, chunk in enumerate(_chunks(ctxs, shard_size)):
         qh = qids_hash(chunk)
-        if shard_done(raw_dir, i, fp, qh):
-            man = read_json(manifest_path(raw_dir, i))
-            counts = {k: int(man[k]) for k in ("rows", "z0", "z1", "ok", "error")}
-            total["shards_skipped"] += 1
-        else:
+        if not shard_done(raw_dir, i, fp, qh):
             counts = write_shard(raw_dir, i, gen.shard_rows(chunk), fp, qh)
+        elif int(read_json(manifest_path(raw_dir, i))["error"]):
+            rows = [row for _, row in iter_jsonl(shard_path(raw_dir, i))]
+            counts = write_shard(raw_dir, i, gen.retry_errors(chunk, rows), fp, qh)
+            total["shards_retried"] += 1
+        else:
+            man = read_json(manifest_path(raw_dir, i))
+            counts = {k: int(man[k]) for k in COUNT_KEYS}
+            total["shards_skipped"] += 1
         for k, v in counts.items():
             total[k] += v
         total["shards"] += 1
@@ -284,10 +368,30 @@ def generate_shards(
     return total
 
 
+def error_reasons(raw_dir: Path, n_shards: int) -> Counter[str]:
+    """How often each error reason occurs in the shards (only shards with errors are read)."""
+    reasons: Counter[str] = Counter()
+    for i in range(n_shards):
+        if int(read_json(manifest_path(raw_dir, i))["error"]):
+            reasons.update(str(r["error"]) for _, r in iter_jsonl(shard_path(raw_dir, i)) if r["status"] == "error")
+    return reasons
+
+
+def health_problem(total: dict[str, int], reasons: Counter[str], max_rate: float, listed: int = 3) -> str | None:
+    """Why the teacher's error rate fails the stage (count, rate, first reasons), or None when healthy."""
+    asked = total["ok"] + total["error"]
+    if not asked or total["error"] / asked <= max_rate:
+        return None
+    top = "; ".join(f"{n} x {reason[:200]!r}" for reason, n in reasons.most_common(listed))
+    return (
+        f"cot-generate: {total['error']} of {asked} teacher requests failed "
+        f"({total['error'] / asked:.1%} > cot_generate.max_error_rate {max_rate:.1%}); first reasons: {top}. "
+        "The shards are kept: fix the teacher (cot_generate.teacher) and re-run to retry only the failed rows"
+    )
+
+
 def read_raw_rows(raw_dir: Path) -> Iterator[dict[str, Any]]:
     """Rows of a complete generation in order; ``FileNotFoundError`` if it is incomplete."""
-    from trace_core.io import iter_jsonl
-
     top = raw_dir / "manifest.json"
     if not top.exists():
         raise FileNotFoundError(f"{top}: cot_generate has not completed (run `trace cot-generate`)")
@@ -303,9 +407,14 @@ def run(
 ) -> dict[str, int]:
     """Stage entry point (``teacher``/``assessor`` factories may be injected, e.g. by tests)."""
     cfg, root = params.cot_generate, paths.data_root
-    queries = load_queries(union_train_file(root))[: cfg.max_queries]
-    texts = pool_texts(global_pool_file(root, "train"), {d for q in may_reason(queries, cfg) for d in q.pos_cand_list})
-    ctxs = build_contexts(queries, parse_instructions(instructions_file(root)), params.base.seed, texts)
+    occurrences = load_train_queries(root, params.data.train_file)
+    queries = distinct_queries(occurrences)[: cfg.max_queries]  # the teacher sees each query once
+    log.info("training queries: %d records, %d distinct (%s)", len(occurrences), len(queries), params.data.train_file)
+    targets = pool_targets(
+        global_pool_file(root, "train"), {d for q in may_reason(queries, cfg) for d in q.pos_cand_list}
+    )
+    instr = parse_instructions(instructions_file(root))
+    ctxs = build_contexts(queries, instr, params.base.seed, targets, params.data.normalize_text)
     teacher = teacher or (lambda: make_teacher(cfg.teacher, params.base.seed))
     assessor = assessor or (lambda: make_teacher(cfg.routing.assessor or cfg.teacher, params.base.seed))
     n_shards = (len(ctxs) + cfg.shard_size - 1) // cfg.shard_size
@@ -318,7 +427,16 @@ def run(
         total = generate_shards(gen, ctxs, raw, fingerprint(params), cfg.shard_size)
     finally:
         gen.close()
-    summary = {k: v for k, v in total.items() if k != "shards_skipped"}  # the same however often resumed
-    write_json(raw / "manifest.json", {**summary, "fingerprint": fingerprint(params)})
     log.info("cot-generate: %s", total)
+    reasons = error_reasons(raw, n_shards) if total["error"] else Counter[str]()
+    problem = health_problem(total, reasons, cfg.max_error_rate)
+    if problem:
+        raise TeacherFailure(problem)
+    if total["error"]:
+        log.warning(
+            "cot-generate: %d teacher error rows (within max_error_rate); a re-run retries them", total["error"]
+        )
+    summary: dict[str, Any] = {k: v for k, v in total.items() if k in (*COUNT_KEYS, "shards")}  # same however resumed
+    summary.update(train_file=params.data.train_file, training_records=len(occurrences))
+    write_json(raw / "manifest.json", {**summary, "fingerprint": fingerprint(params)})
     return total

@@ -13,42 +13,42 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
 
 from trace_core.cot.parse import format_chain, format_verdict
 from trace_core.cot.text import keywords, words
+from trace_core.data.mini.scene import (
+    EditPayload,
+    ItemPayload,
+    KnowledgePayload,
+    NewsPayload,
+    Payload,
+    Scene,
+    SceneObject,
+    ScenePayload,
+    payload_from_json,
+)
 
-COMPLEX_KINDS = frozenset({"edit", "knowledge"})
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "scene": ("scene", "caption"),
-    "news": ("scene", "caption"),
-    "item": ("object", "description"),
-    "edit": ("source", "source_caption", "modification", "change", "target", "target_caption"),
-    "knowledge": ("entity", "scene", "question", "answer", "passage"),
-}
 SENTENCE_RE = re.compile(r"(?<=[.!?])\s+")
+QueryPayload = ScenePayload | NewsPayload | ItemPayload | EditPayload | KnowledgePayload
 
 
 class OracleError(ValueError):
     """Metadata missing or not in the M-BEIR-mini schema."""
 
 
-def load_meta(meta: str | None) -> dict[str, Any]:
-    """Parse and check ``query_src_content``; raise :class:`OracleError` with the reason."""
+def load_meta(meta: str | None) -> QueryPayload:
+    """Parse ``query_src_content`` into its typed M-BEIR-mini payload; :class:`OracleError` says why not."""
     if meta is None:
         raise OracleError("oracle needs query_src_content metadata (got null)")
     try:
-        obj = json.loads(meta)
+        payload: Payload = payload_from_json(meta)
     except json.JSONDecodeError as err:
         raise OracleError(f"query_src_content is not JSON ({err.msg})") from None
-    kind = obj.get("kind") if isinstance(obj, dict) else None
-    if kind not in REQUIRED:
-        raise OracleError(f"unsupported metadata kind {kind!r}")
-    missing = [k for k in REQUIRED[kind] if k not in obj]
-    if missing:
-        raise OracleError(f"{kind} metadata lacks {', '.join(missing)}")
-    checked: dict[str, Any] = obj
-    return checked
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        raise OracleError(f"query_src_content is not M-BEIR-mini metadata ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, (ScenePayload, NewsPayload, ItemPayload, EditPayload, KnowledgePayload)):
+        raise OracleError(f"unsupported metadata kind {payload.kind!r} for a query")
+    return payload
 
 
 def pick(qid: str, seed: int, salt: str, options: tuple[str, ...]) -> str:
@@ -72,47 +72,42 @@ def lower_first(text: str) -> str:
     return t[:1].lower() + t[1:]
 
 
-def object_phrase(obj: dict[str, Any], with_position: bool = True) -> str:
+def object_phrase(obj: SceneObject, with_position: bool = True) -> str:
     """``"small red circle at the top left"``."""
-    base = f"{obj.get('size', '')} {obj.get('color', '')} {obj.get('shape', 'object')}".split()
-    text = " ".join(base)
-    return f"{text} at the {obj['position']}" if with_position and obj.get("position") else text
+    text = f"{obj.size} {obj.color} {obj.shape}"
+    return f"{text} at the {obj.position}" if with_position else text
 
 
-def scene_phrase(scene: dict[str, Any]) -> str:
+def scene_phrase(scene: Scene) -> str:
     """All objects of a scene and its background in one phrase."""
-    objs = [f"a {object_phrase(o)}" for o in scene.get("objects", [])]
+    objs = [f"a {object_phrase(o)}" for o in scene.objects]
     listed = ", ".join(objs[:-1]) + (" and " if len(objs) > 1 else "") + (objs[-1] if objs else "no objects")
-    bg = scene.get("background")
-    return f"{listed} on a {bg} background" if bg else listed
+    return f"{listed} on a {scene.background} background" if scene.background else listed
 
 
-def edit_chain(m: dict[str, Any], qid: str, seed: int) -> tuple[str, str]:
+def edit_chain(m: EditPayload, qid: str, seed: int) -> tuple[str, str]:
     """(reasoning, answer) of a composed edit."""
-    ch, objs = m["change"], m["source"].get("objects", [])
-    idx = int(ch.get("object", 0))
-    changed = objs[idx] if 0 <= idx < len(objs) else {}
-    others = [
-        f"the {o.get('color', '')} {o.get('shape', 'object')} ({o.get('position', '')})"
-        for i, o in enumerate(objs)
-        if i != idx
-    ]
-    attr = ch.get("attribute", "attribute")
-    kept_attrs = [f"{a} {changed[a]}" for a in ("shape", "color", "size", "position") if a != attr and a in changed]
+    ch, objs = m.change, m.source.objects
+    if not 0 <= ch.object < len(objs):
+        raise OracleError(f"edit changes object {ch.object} of a scene with {len(objs)} objects")
+    changed = objs[ch.object]
+    others = [f"the {o.color} {o.shape} ({o.position})" for i, o in enumerate(objs) if i != ch.object]
+    attr = ch.attribute
+    kept_attrs = [f"{a} {getattr(changed, a)}" for a in ("shape", "color", "size", "position") if a != attr]
     src = pick(
         qid, seed, "src", ("The source image shows", "The query image contains", "In the reference image there is")
     )
     req = pick(qid, seed, "req", ("The requested change", "The modification", "The instruction"))
     inv = pick(qid, seed, "inv", ("Everything else stays the same", "The rest is unchanged", "What remains invariant"))
     parts = [
-        f"{src} {lower_first(m['source_caption'])}.",
-        f"{req} is '{lower_first(m['modification'])}': the {attr} of the {object_phrase(changed, False)} "
-        f"goes from {ch.get('from')} to {ch.get('to')}.",
-        f"{inv}: " + ", ".join([*others, f"the {m['source'].get('background', 'plain')} background"]) + ".",
+        f"{src} {lower_first(m.source_caption)}.",
+        f"{req} is '{lower_first(m.modification)}': the {attr} of the {object_phrase(changed, False)} "
+        f"goes from {ch.from_} to {ch.to}.",
+        f"{inv}: " + ", ".join([*others, f"the {m.source.background} background"]) + ".",
     ]
     if kept_attrs:
         parts.append(f"The edited object keeps its {', '.join(kept_attrs)}.")
-    return " ".join(parts), sentence(m["target_caption"])
+    return " ".join(parts), sentence(m.target_caption)
 
 
 def passage_facts(passage: str, answer: str, max_words: int) -> str:
@@ -132,27 +127,27 @@ def passage_facts(passage: str, answer: str, max_words: int) -> str:
     return " ".join(out)
 
 
-def knowledge_chain(m: dict[str, Any], qid: str, seed: int, max_words: int) -> tuple[str, str]:
+def knowledge_chain(m: KnowledgePayload, qid: str, seed: int, max_words: int) -> tuple[str, str]:
     """(reasoning, answer) of a knowledge question."""
     see = pick(qid, seed, "see", ("The image shows", "In the picture there is", "The query image depicts"))
     ident = pick(qid, seed, "id", ("which identifies the entity as", "so the entity in question is", "which points to"))
     asks = pick(qid, seed, "ask", ("The question asks", "What is asked is", "The query wants to know"))
     reasoning = (
-        f"{see} {scene_phrase(m['scene'])}, {ident} {m['entity']}. "
-        f"{asks} '{lower_first(m['question'])}' about {m['entity']}, and the answer is {m['answer']}. "
-        f"The passage about {m['entity']} states this."
+        f"{see} {scene_phrase(m.scene)}, {ident} {m.entity}. "
+        f"{asks} '{lower_first(m.question)}' about {m.entity}, and the answer is {m.answer}. "
+        f"The passage about {m.entity} states this."
     )
-    facts = passage_facts(m["passage"], str(m["answer"]), max(4, max_words - len(str(m["entity"]).split())))
-    return reasoning, f"{m['entity']}: {facts}"
+    facts = passage_facts(m.passage, m.answer, max(4, max_words - len(m.entity.split())))
+    return reasoning, f"{m.entity}: {facts}"
 
 
-def caption_chain(m: dict[str, Any], qid: str, seed: int) -> tuple[str, str]:
+def caption_chain(m: ScenePayload | NewsPayload | ItemPayload, qid: str, seed: int) -> tuple[str, str]:
     """(reasoning, answer) of a plain caption-matching query (scene, news or item)."""
     look = pick(qid, seed, "look", ("The target should show", "The matching content depicts", "We are looking for"))
-    if m["kind"] == "item":
-        desc, caption = f"a single {object_phrase(m['object'])}", m["description"]
+    if isinstance(m, ItemPayload):
+        desc, caption = f"a single {object_phrase(m.object)}", m.description
     else:
-        desc, caption = scene_phrase(m["scene"]), m["caption"]
+        desc, caption = scene_phrase(m.scene), m.caption
     reasoning = f"{look} {desc}. The caption names each object with its colour, size and position."
     return reasoning, sentence(caption)
 
@@ -160,9 +155,9 @@ def caption_chain(m: dict[str, Any], qid: str, seed: int) -> tuple[str, str]:
 def oracle_chain(meta: str | None, qid: str, seed: int, max_words: int) -> str:
     """The teacher output for a query, in the ``<reasoning>..<answer>..`` format."""
     m = load_meta(meta)
-    if m["kind"] == "edit":
+    if isinstance(m, EditPayload):
         r, a = edit_chain(m, qid, seed)
-    elif m["kind"] == "knowledge":
+    elif isinstance(m, KnowledgePayload):
         r, a = knowledge_chain(m, qid, seed, max_words)
     else:
         r, a = caption_chain(m, qid, seed)
@@ -171,18 +166,17 @@ def oracle_chain(meta: str | None, qid: str, seed: int, max_words: int) -> str:
 
 def oracle_label(meta: str | None) -> str:
     """Assessor output: complex for edits and knowledge questions, simple otherwise."""
-    kind = load_meta(meta)["kind"]
-    return f"<label>{'complex' if kind in COMPLEX_KINDS else 'simple'}</label>"
+    complex_ = isinstance(load_meta(meta), (EditPayload, KnowledgePayload))
+    return f"<label>{'complex' if complex_ else 'simple'}</label>"
 
 
-def expected_target(m: dict[str, Any]) -> tuple[str, list[str]]:
+def expected_target(m: QueryPayload) -> tuple[str, list[str]]:
     """(expected answer text, words the answer must contain) recomputed from metadata."""
-    if m["kind"] == "edit":
-        return m["target_caption"], words(str(m["change"].get("to", "")))
-    if m["kind"] == "knowledge":
-        return f"{m['entity']} {m['answer']}", words(str(m["entity"]))
-    text = m["description"] if m["kind"] == "item" else m["caption"]
-    return text, []
+    if isinstance(m, EditPayload):
+        return m.target_caption, words(m.change.to)
+    if isinstance(m, KnowledgePayload):
+        return f"{m.entity} {m.answer}", words(m.entity)
+    return (m.description if isinstance(m, ItemPayload) else m.caption), []
 
 
 def oracle_verdict(meta: str | None, answer: str, min_chars: int) -> str:

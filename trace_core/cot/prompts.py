@@ -30,9 +30,9 @@ SYSTEM_PROMPTS: dict[PromptKind, str] = {
     ),
     "edit": (
         "You help a composed image retrieval model. The query is a source image and a requested "
-        "modification. In the reasoning state (1) what the source image shows, (2) the requested "
-        "change, (3) what stays the same. In the answer describe the target image after the "
-        "change as one caption. " + FORMAT_RULE
+        "modification. Begin the reasoning with one sentence on what the source image shows, then "
+        "state the requested change and what stays the same. In the answer describe the target "
+        "image after the change as one caption. " + FORMAT_RULE
     ),
     "knowledge": (
         "You help a knowledge-intensive retrieval model. The query is a question, often about "
@@ -67,6 +67,27 @@ class TeacherRequest:
     image: str | None = None  # absolute path or None
     meta: str | None = None  # query_src_content (M-BEIR-mini metadata JSON)
     answer: str | None = None  # the chain's answer (verify requests)
+    target_image: str | None = None  # absolute path of the ground-truth target image (verify requests)
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """Image paths in prompt order: the query image, then the target image."""
+        return tuple(p for p in (self.image, self.target_image) if p is not None)
+
+
+@dataclass(frozen=True)
+class TeacherResult:
+    """Output of one request: the text, or ``None`` and the failure reason."""
+
+    id: str
+    text: str | None
+    error: str | None = None
+
+
+def prompt_texts() -> dict[str, str]:
+    """Every fixed prompt text the teachers see (system prompts, format rule), by name."""
+    return {**{f"system.{k}": v for k, v in SYSTEM_PROMPTS.items()}, "assessor": ASSESSOR_SYSTEM,
+            "verifier": VERIFIER_SYSTEM, "format": FORMAT_RULE}  # fmt: skip
 
 
 def prompt_kind(dataset_id: int, task_id: int) -> PromptKind:
@@ -101,9 +122,24 @@ def assessor_user_prompt(query_txt: str | None, has_image: bool, task_id: int) -
     return _query_block(query_txt, has_image, task_id) + "\nIs this query simple or complex?"
 
 
-def verifier_user_prompt(query_txt: str | None, task_id: int, reasoning: str, answer: str, target: str | None) -> str:
-    """User message of a verifier request."""
-    parts = [_query_block(query_txt, False, task_id), f"Reasoning: {reasoning}", f"Answer: {answer}"]
+def verifier_user_prompt(
+    query_txt: str | None,
+    task_id: int,
+    reasoning: str,
+    answer: str,
+    target: str | None,
+    query_image: bool = False,
+    target_image: bool = False,
+) -> str:
+    """User message of a verifier request.
+
+    The target is given as text when it has text, else as an image (``target_image``; it comes
+    after the query image when both are attached), as the paper's verifier sees the target.
+    """
+    parts = [_query_block(query_txt, query_image, task_id), f"Reasoning: {reasoning}", f"Answer: {answer}"]
     if target:
         parts.append(f"Ground-truth target: {target}")
+    elif target_image:
+        which = "the second attached image (the first is the query image)" if query_image else "the attached image"
+        parts.append(f"Ground-truth target: {which}")
     return "\n".join(parts)

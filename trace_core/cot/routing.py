@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 from trace_core.config import RoutingParams
 from trace_core.cot.parse import parse_label
-from trace_core.cot.teacher import TeacherResult
-from trace_core.data.mbeir import DATASET_IDS, DATASETS
+from trace_core.cot.prompts import TeacherResult
 
 
 @dataclass(frozen=True)
@@ -29,21 +28,6 @@ class RouteDecision:
     source: str  # "rule" | "override" | "assessor" | "rule-fallback"
     assessor_raw: str | None = None
     assessor_error: str | None = None
-
-
-def parse_overrides(overrides: dict[str, int]) -> dict[tuple[int, int | None], int]:
-    """Overrides as ``{(dataset_id, task_id or None): z}``; ``ValueError`` names a bad key."""
-    out: dict[tuple[int, int | None], int] = {}
-    for key, z in overrides.items():
-        head, _, tail = key.partition(":")
-        head, tail = head.strip().lower(), tail.strip() or "*"
-        dataset = int(head) if head.isdigit() else DATASET_IDS.get(head)
-        if dataset not in DATASETS or not (tail == "*" or tail.isdigit()):
-            raise ValueError(f"routing.overrides key '{key}': expected '<dataset id or name>:<task id or *>'")
-        if z not in (0, 1):
-            raise ValueError(f"routing.overrides['{key}'] = {z}: z must be 0 or 1")
-        out[(dataset, None if tail == "*" else int(tail))] = z
-    return out
 
 
 def override_z(dataset_id: int, task_id: int, overrides: dict[tuple[int, int | None], int]) -> int | None:

@@ -10,23 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from trace_core.config import TeacherParams
 from trace_core.cot.oracle import OracleError, oracle_chain, oracle_label, oracle_verdict
-from trace_core.cot.prompts import TeacherRequest
+from trace_core.cot.prompts import TeacherRequest, TeacherResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TeacherResult:
-    """Output of one request: the text, or ``None`` and the failure reason."""
-
-    id: str
-    text: str | None
-    error: str | None = None
 
 
 class Teacher(Protocol):

@@ -14,34 +14,37 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from trace_core.config import TeacherParams
-from trace_core.cot.prompts import TeacherRequest
-from trace_core.cot.teacher import TeacherResult
+from trace_core.cot.prompts import TeacherRequest, TeacherResult
+from trace_core.data.files import IMAGE_ERRORS
 
 log = logging.getLogger(__name__)
 MODEL_CLASSES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
 IMAGE_BLOCK = "<|vision_start|>{pads}<|vision_end|>"
 
 
-def chat_prompt(system: str, user: str, n_image_tokens: int) -> str:
-    """A Qwen chat prompt with an optional image block, ending at the assistant turn."""
-    image = IMAGE_BLOCK.format(pads="<|image_pad|>" * n_image_tokens) if n_image_tokens else ""
-    return f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{image}{user}<|im_end|>\n<|im_start|>assistant\n"
+def chat_prompt(system: str, user: str, n_image_tokens: Sequence[int]) -> str:
+    """A Qwen chat prompt with one image block per image (in order), ending at the assistant turn."""
+    images = "".join(IMAGE_BLOCK.format(pads="<|image_pad|>" * n) for n in n_image_tokens)
+    return (
+        f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{images}{user}<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
-def load_images(requests: Sequence[TeacherRequest]) -> tuple[dict[str, Any], dict[str, TeacherResult]]:
-    """Open the requests' images as RGB; unreadable ones become error results."""
+def load_images(requests: Sequence[TeacherRequest]) -> tuple[dict[str, list[Any]], dict[str, TeacherResult]]:
+    """Open each request's images (query, then target) as RGB; an unreadable one makes an error result."""
     from PIL import Image
 
-    images: dict[str, Any] = {}
+    images: dict[str, list[Any]] = {}
     failed: dict[str, TeacherResult] = {}
     for r in requests:
-        if r.image is None:
-            continue
         try:
-            with Image.open(r.image) as im:
-                images[r.id] = im.convert("RGB")
-        except OSError as err:
-            failed[r.id] = TeacherResult(r.id, None, f"cannot read image: {err}")
+            opened = []
+            for path in r.images:
+                with Image.open(path) as im:
+                    opened.append(im.convert("RGB"))
+            images[r.id] = opened
+        except IMAGE_ERRORS as err:
+            failed[r.id] = TeacherResult(r.id, None, f"cannot read image {path} (record {r.id}): {err}")
     return images, failed
 
 
@@ -83,20 +86,20 @@ class TransformersTeacher:
         self.name = f"transformers:{cfg.model}"
         torch.manual_seed(seed)
 
-    def _inputs(self, batch: Sequence[TeacherRequest], images: dict[str, Any]) -> dict[str, Any]:
+    def _inputs(self, batch: Sequence[TeacherRequest], images: dict[str, list[Any]]) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         counts: Iterator[int] = iter(())
-        pics = [images[r.id] for r in batch if r.image is not None]
+        pics = [im for r in batch for im in images.get(r.id, [])]
         if pics:
             iv = self.improc(images=pics, return_tensors="pt")
             extra = {"pixel_values": iv["pixel_values"], "image_grid_thw": iv["image_grid_thw"]}
             counts = iter([int(g.prod()) // self.merge**2 for g in iv["image_grid_thw"]])
-        prompts = [chat_prompt(r.system, r.user, next(counts) if r.image is not None else 0) for r in batch]
+        prompts = [chat_prompt(r.system, r.user, [next(counts) for _ in images.get(r.id, [])]) for r in batch]
         enc = self.tok(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
         enc["mm_token_type_ids"] = (enc["input_ids"] == self.image_token_id).long()
         return {k: v.to(self.device) for k, v in {**enc, **extra}.items()}
 
-    def _batch(self, batch: Sequence[TeacherRequest], images: dict[str, Any]) -> list[str]:
+    def _batch(self, batch: Sequence[TeacherRequest], images: dict[str, list[Any]]) -> list[str]:
         import torch
 
         inputs = self._inputs(batch, images)

@@ -33,6 +33,18 @@ FUNCTION_WORDS: frozenset[str] = frozenset(
     your my me us him also only just very more most some any all each both other such same own
     too up down out off again once while during before after because until through""".split()
 )
+#: frequent function words of French, Spanish, German, Italian, Portuguese and Dutch that are
+#: not English words (a teacher drifting out of English writes these; the language rule counts them).
+FOREIGN_FUNCTION_WORDS: frozenset[str] = (
+    frozenset(
+        """le la les des du une et est sont dans avec pour sur par qui que ce cette ces il elle ils
+    nous vous pas mais ou au aux leur sa ses se el los las unos unas y es del con para como pero
+    su sus lo esta este estos der das und ist mit ein eine einer einen nicht auf zu dem sich auch
+    wie oder sind ich della di che gli nel nella alla sono da em uma os het een en van niet op
+    zijn""".split()
+    )
+    - FUNCTION_WORDS
+)
 RETRIEVAL_WORDS: frozenset[str] = frozenset(
     """retrieve find identify match matching matches given show shows shown provide provided
     image images picture pictures photo photos caption captions description describe describes

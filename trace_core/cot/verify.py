@@ -15,6 +15,7 @@ from pathlib import Path
 from trace_core.cot import prompts
 from trace_core.cot.parse import Chain, Verdict, parse_verdict
 from trace_core.cot.teacher import Teacher, safe_generate
+from trace_core.data.files import open_record_file
 
 
 @dataclass(frozen=True)
@@ -28,16 +29,32 @@ class VerifyItem:
     target_txt: str | None
     meta: str | None
     chain: Chain
+    target_img_path: str | None = None  # relative to the data root
 
 
 def verify_request(item: VerifyItem, data_root: Path) -> prompts.TeacherRequest:
-    """The verifier request of one chain."""
-    user = prompts.verifier_user_prompt(
-        item.query_txt, item.task_id, item.chain.reasoning, item.chain.answer, item.target_txt
+    """The verifier request of one chain: the query (text, image), the chain and the target.
+
+    A target without text (an image-only candidate, e.g. CIRR, FashionIQ, MSCOCO images) is
+    attached as an image after the query image, so the verifier sees the target either way.
+    """
+    image = str(open_record_file(data_root, item.query_img_path, item.qid)) if item.query_img_path else None
+    target_image = (
+        str(open_record_file(data_root, item.target_img_path, item.qid))
+        if item.target_img_path and not item.target_txt
+        else None
     )
-    image = str(data_root / item.query_img_path) if item.query_img_path else None
+    user = prompts.verifier_user_prompt(
+        item.query_txt,
+        item.task_id,
+        item.chain.reasoning,
+        item.chain.answer,
+        item.target_txt,
+        query_image=image is not None,
+        target_image=target_image is not None,
+    )
     return prompts.TeacherRequest(
-        item.qid, "verify", prompts.VERIFIER_SYSTEM, user, image, item.meta, item.chain.answer
+        item.qid, "verify", prompts.VERIFIER_SYSTEM, user, image, item.meta, item.chain.answer, target_image
     )
 
 

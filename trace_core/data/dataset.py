@@ -5,23 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from trace_core.data.files import check_record_path
 from trace_core.data.instructions import Instructions, instructed_text
+from trace_core.data.normalize import TextNorm, normalize
 from trace_core.io import DataError, iter_jsonl
 from trace_core.types import CandidateRecord, EncodeItem, QueryRecord, TrainSample
 
 EMB_TOKEN = "<|emb|>"
 
 
-def query_item(q: QueryRecord, instructions: Instructions, seed: int) -> tuple[EncodeItem, str]:
-    """Model input of a query (instruction-prefixed text) and the instruction chosen."""
-    instruction, text = instructed_text(q, instructions, seed)
-    has_text = q.query_txt is not None or bool(instruction)
-    return EncodeItem(q.qid, q.task_id, text if has_text else None, q.query_img_path), instruction
+def query_item(q: QueryRecord, instructions: Instructions, seed: int, mode: TextNorm) -> tuple[EncodeItem, str]:
+    """Model input of a query (instruction-prefixed, normalised text) and the instruction chosen."""
+    instruction, text = instructed_text(q, instructions, seed, mode)
+    return EncodeItem(q.qid, q.task_id, text or None, q.query_img_path), instruction
 
 
-def candidate_item(c: CandidateRecord, task_id: int) -> EncodeItem:
-    """Model input of a candidate (no instruction)."""
-    return EncodeItem(c.did, task_id, c.txt, c.img_path)
+def candidate_item(c: CandidateRecord, task_id: int, mode: TextNorm) -> EncodeItem:
+    """Model input of a candidate: no instruction, text normalised as ``mode`` says."""
+    return EncodeItem(c.did, task_id, normalize(c.txt, mode), c.img_path)
 
 
 def item_to_dict(item: EncodeItem) -> dict[str, Any]:
@@ -65,7 +66,7 @@ def sample_from_dict(d: dict[str, Any]) -> TrainSample:
 
 
 def load_train_samples(path: Path) -> list[TrainSample]:
-    """Read the training file; a bad row raises :class:`DataError` naming file and line."""
+    """Read the training file; a bad row (or an image path leaving the data root) raises :class:`DataError`."""
     out = []
     for lineno, obj in iter_jsonl(path):
         try:
@@ -74,5 +75,7 @@ def load_train_samples(path: Path) -> list[TrainSample]:
             raise DataError(path, f"line {lineno}", f"not a training row ({err})") from None
         if not sample.target.endswith(EMB_TOKEN):
             raise DataError(path, f"line {lineno}", f"target must end with {EMB_TOKEN}")
+        for item in (sample.query, sample.positive, *sample.negatives):
+            check_record_path(item.img_path, f"image of {item.id}", path, f"line {lineno} (record {sample.qid})")
         out.append(sample)
     return out

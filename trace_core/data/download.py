@@ -4,10 +4,17 @@ Every path ends with ``MANIFEST.json`` (relative path, size and sha256 of every 
 last, so its presence means the dataset root is complete. Work is resumable: the hub client
 skips complete files, copied files of the right size are kept, joined/extracted image
 archives are marked done, and file hashes are cached by (size, mtime).
+
+The zero-shot root (``paths.zeroshot_root``, layout in :mod:`trace_core.data.zeroshot`) is
+filled the same way: zero-shot-mini generated with the mini profile, or links to real copies
+from ``download.zeroshot_from_dir`` (only the dataset folders present there), with its own
+``MANIFEST.json``; with neither, it holds only an empty manifest and the zero-shot stage
+reports every column as n/a.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -132,9 +139,12 @@ def _load_hash_cache(path: Path) -> dict[str, list[Any]]:
     return cache if isinstance(cache, dict) else {}
 
 
-def build_manifest(root: Path, rels: Iterable[str], source: dict[str, Any]) -> dict[str, Any]:
-    """Size and sha256 of each file (hashes cached by size and mtime across interrupted runs)."""
-    cache_path = root / STATE_DIR / "hashes.json"
+def build_manifest(root: Path, rels: Iterable[str], source: dict[str, Any], cache_path: Path) -> dict[str, Any]:
+    """Size and sha256 of each file; the manifest holds nothing machine- or run-specific.
+
+    Hashes are cached by (size, mtime) across interrupted runs in ``cache_path``, which lies
+    outside the dataset root (the state folder), so the DVC output stays byte-reproducible.
+    """
     cache = _load_hash_cache(cache_path)
     files = []
     for i, rel in enumerate(tqdm(sorted(rels), desc="sha256", unit="file", disable=None)):
@@ -152,6 +162,12 @@ def build_manifest(root: Path, rels: Iterable[str], source: dict[str, Any]) -> d
         "total_bytes": sum(f["size"] for f in files),
         "files": files,
     }
+
+
+def hash_cache_path(paths: Paths, root: Path) -> Path:
+    """Where the (size, mtime) -> sha256 cache of ``root`` lives: the state folder, keyed by the root."""
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    return paths.state_dir / "download" / f"hashes-{key}.json"
 
 
 def manifest_is_current(root: Path, source: dict[str, Any]) -> bool:
@@ -212,19 +228,100 @@ def fetch_full(params: DownloadParams, root: Path) -> list[str]:
     return [r for r in walk_files(root) if not manifest_skips(r) and not r.startswith(".cache/")]
 
 
+def layout_zeroshot(src: Path, root: Path) -> list[str]:
+    """Link or copy the zero-shot dataset folders found in ``src`` into ``root``."""
+    from trace_core.data.zeroshot import DATASETS
+
+    present = [d for d in DATASETS if (src / d).is_dir()]
+    if not present:
+        raise DataError(src, "layout", f"no zero-shot dataset folder (expected some of {', '.join(DATASETS)})")
+    log.info("zero-shot datasets found in %s: %s", src, ", ".join(present))
+    rels = [
+        f"{d}/{r}" for d in present for r in walk_files(src / d) if not any(p.startswith(".") for p in r.split("/"))
+    ]
+    if src.resolve() != root.resolve():
+        for r in tqdm(rels, desc="zero-shot layout", unit="file", disable=None):
+            link_or_copy(src / r, root / r)
+    return rels
+
+
+def generate_zeroshot_mini(params: Params, root: Path) -> list[str]:
+    """Write zero-shot-mini under ``root`` (its dataset folders are replaced); return the paths."""
+    from trace_core.data.mini.zeroshot import write_zeroshot_mini
+    from trace_core.data.zeroshot import DATASETS
+
+    for name in DATASETS:
+        shutil.rmtree(root / name, ignore_errors=True)
+    written = write_zeroshot_mini(params.download.zeroshot_mini, params.download.mini, params.base.seed, root)
+    return [p.relative_to(root).as_posix() for p in written]
+
+
+def zeroshot_source(params: Params, profile: str, src: Path | None) -> dict[str, Any]:
+    """What the zero-shot root is made from (recorded in its manifest; no machine path).
+
+    ``profile`` is ``mini`` when M-BEIR-mini is generated (then so is zero-shot-mini), else ``full``.
+    """
+    if src is not None:
+        return {"zeroshot_from_dir": src.resolve().name}
+    if profile == "mini":
+        mini = params.download.mini
+        render = {"image_size": mini.image_size, "jitter_px": mini.jitter_px, "shade_jitter": mini.shade_jitter}
+        scenes = {"min_objects": mini.min_objects, "max_objects": mini.max_objects}
+        sizes = params.download.zeroshot_mini.model_dump()
+        return {"profile": "mini", "seed": params.base.seed, "zeroshot_mini": sizes, "render": render, **scenes}
+    return {"profile": profile, "zeroshot": "none"}
+
+
+def prepare_zeroshot(params: Params, paths: Paths, profile: str, src: Path | None) -> None:
+    """Fill the zero-shot root (mini, real copies or nothing) and write its manifest last."""
+    root = paths.zeroshot_root
+    source = zeroshot_source(params, profile, src)
+    if src is None and profile == "mini" and manifest_is_current(root, source):
+        log.info("zero-shot-mini already complete at %s (manifest matches)", root)
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MANIFEST).unlink(missing_ok=True)
+    if src is not None:
+        rels = layout_zeroshot(src, root)
+    elif profile == "mini":
+        rels = generate_zeroshot_mini(params, root)
+    else:
+        log.warning("no zero-shot data: set download.zeroshot_from_dir to a folder of real copies (see README)")
+        rels = []
+    manifest = build_manifest(root, rels, source, hash_cache_path(paths, root))
+    os.sync()
+    write_json(root / MANIFEST, manifest)
+    log.info("wrote %s: %d files", root / MANIFEST, manifest["n_files"])
+
+
 def run(
-    params: Params, paths: Paths, profile: str | None = None, from_dir: Path | None = None, out: Path | None = None
+    params: Params,
+    paths: Paths,
+    profile: str | None = None,
+    from_dir: Path | None = None,
+    out: Path | None = None,
+    zeroshot_from_dir: Path | None = None,
 ) -> None:
-    """Produce a complete M-BEIR root (mini, full or from a local copy) with its manifest last."""
+    """Produce a complete M-BEIR root (mini, full or from a local copy) with its manifest last.
+
+    Without ``out`` (the pipeline's case) the zero-shot root is prepared too, from
+    ``zeroshot_from_dir`` or ``download.zeroshot_from_dir`` when given.
+    """
     root = out or paths.data_root
     chosen, src = resolve_source(params.download, profile, from_dir)
     if src is not None:
-        source: dict[str, Any] = {"profile": chosen, "from_dir": str(src.resolve())}
+        source: dict[str, Any] = {"profile": chosen, "from_dir": src.resolve().name}  # no machine path
     elif chosen == "mini":
         source = {"profile": "mini", "seed": params.base.seed, "mini": params.download.mini.model_dump()}
     else:
         source = {"profile": "full", "repo_id": params.download.repo_id, "revision": params.download.revision}
     source["include_images"] = params.download.include_images if chosen == "full" or src else True
+    if out is None:
+        zs = zeroshot_from_dir or (
+            Path(params.download.zeroshot_from_dir) if params.download.zeroshot_from_dir else None
+        )
+        # zero-shot-mini goes with generated M-BEIR-mini only (a real M-BEIR copy gets real zero-shot copies or none)
+        prepare_zeroshot(params, paths, "mini" if chosen == "mini" and src is None else "full", zs)
     if chosen == "mini" and src is None and manifest_is_current(root, source):
         log.info("M-BEIR-mini already complete at %s (manifest matches)", root)
         return
@@ -236,7 +333,7 @@ def run(
         rels = generate_mini(params, root)
     else:
         rels = fetch_full(params.download, root)
-    manifest = build_manifest(root, rels, source)
+    manifest = build_manifest(root, rels, source, hash_cache_path(paths, root))
     os.sync()  # every listed file is on disk before the manifest says the root is complete
     write_json(root / MANIFEST, manifest)
     log.info("wrote %s: %d files, %d bytes", root / MANIFEST, manifest["n_files"], manifest["total_bytes"])

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trace_core.data.mbeir import TASKS
-from trace_core.io import DataError
+from trace_core.data.normalize import TextNorm, instructed, normalize
+from trace_core.io import DataError, iter_text_lines
 from trace_core.types import QueryRecord
 
 HEADER_PREFIX = ("query_modality", "cand_modality", "dataset_name", "dataset_id")
@@ -33,7 +34,7 @@ def instruction_key(q: QueryRecord) -> InstructionKey:
 
 def parse_instructions(path: Path) -> Instructions:
     """Parse the TSV; columns are read by position after checking the header."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = [line.rstrip("\r\n") for _, line in iter_text_lines(path)]
     if not lines:
         raise DataError(path, "line 1", "empty instructions file (header expected)")
     header = lines[0].split("\t")
@@ -61,19 +62,14 @@ def choose_index(qid: str, n: int, seed: int) -> int:
     return int.from_bytes(digest[:8], "big") % n
 
 
-def format_query_text(prompt: str, query_txt: str | None) -> str:
-    """``"<prompt> <query_txt>"`` stripped, first letter upper-cased, final period added."""
-    text = f"{prompt} {query_txt or ''}".strip()
-    if not text:
-        return text
-    text = text[0].upper() + text[1:]
-    return text if text.endswith((".", "?", "!")) else text + "."
+def instructed_text(q: QueryRecord, instructions: Instructions, seed: int, mode: TextNorm) -> tuple[str, str | None]:
+    """Return ``(instruction, text)`` of a query as encoded (see :mod:`trace_core.data.normalize`).
 
-
-def instructed_text(q: QueryRecord, instructions: Instructions, seed: int) -> tuple[str, str]:
-    """Return ``(instruction, text)`` for a query; an image-only query gets the prompt alone."""
+    An image-only query gets the prompt alone; a query without an instruction key gets its own
+    text (normalised), or ``None`` when it has none.
+    """
     options = instructions.for_query(q)
     if not options:
-        return "", (q.query_txt or "")
+        return "", normalize(q.query_txt, mode)
     prompt = options[choose_index(q.qid, len(options), seed)]
-    return prompt, format_query_text(prompt, q.query_txt)
+    return prompt, instructed(prompt, q.query_txt, mode)

@@ -1,17 +1,19 @@
 """The real M-BEIR layout: task table, file locations and streaming parsers.
 
 One loader serves the real ``TIGER-Lab/M-BEIR`` snapshot and the generated M-BEIR-mini,
-which share the layout exactly. Files are streamed line by line; images are never opened.
+which share the layout exactly. Files are streamed line by line (strict UTF-8); images are never
+opened, and an image path that could leave the data root is refused (:mod:`trace_core.data.files`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trace_core.io import DataError, iter_jsonl
+from trace_core.data.files import check_record_path
+from trace_core.io import DataError, iter_jsonl, iter_text_lines
 from trace_core.types import MODALITIES, CandidateRecord, QrelsEntry, QueryRecord
 
 DATASETS: dict[int, str] = {
@@ -118,9 +120,12 @@ def train_query_file(root: Path, dataset: str) -> Path:
     return root / "query" / "train" / f"mbeir_{dataset.lower()}_train.jsonl"
 
 
+UPSAMPLED_TRAIN_FILE = "mbeir_union_up_train.jsonl"
+
+
 def union_train_file(root: Path) -> Path:
     """The default (upsampled union) training file."""
-    return root / "query" / "union_train" / "mbeir_union_up_train.jsonl"
+    return root / "query" / "union_train" / UPSAMPLED_TRAIN_FILE
 
 
 def local_pool_file(root: Path, stem: str) -> Path:
@@ -203,6 +208,7 @@ def parse_query(obj: dict[str, Any], path: Path, lineno: int) -> QueryRecord:
     check_fields(obj, QUERY_FIELDS, path, where)
     check_id(obj["qid"], "qid", path, where)
     check_modality(obj["query_modality"], obj["query_txt"], obj["query_img_path"], path, where)
+    check_record_path(obj["query_img_path"], "query_img_path", path, f"{where} (record {obj['qid']})")
     for did in [*obj["pos_cand_list"], *obj["neg_cand_list"]]:
         if not isinstance(did, str):
             raise DataError(path, where, "candidate lists must hold did strings")
@@ -226,6 +232,7 @@ def parse_candidate(obj: dict[str, Any], path: Path, lineno: int) -> CandidateRe
     check_fields(obj, CANDIDATE_FIELDS, path, where)
     check_id(obj["did"], "did", path, where)
     check_modality(obj["modality"], obj["txt"], obj["img_path"], path, where)
+    check_record_path(obj["img_path"], "img_path", path, f"{where} (record {obj['did']})")
     return CandidateRecord(obj["did"], obj["txt"], obj["img_path"], obj["modality"], obj["src_content"])
 
 
@@ -235,21 +242,88 @@ def iter_queries(path: Path) -> Iterator[QueryRecord]:
         yield parse_query(obj, path, lineno)
 
 
+def iter_numbered_queries(path: Path) -> Iterator[tuple[int, QueryRecord]]:
+    """Stream ``(line, query record)`` pairs of a file."""
+    for lineno, obj in iter_jsonl(path):
+        yield lineno, parse_query(obj, path, lineno)
+
+
 def iter_candidates(path: Path) -> Iterator[CandidateRecord]:
     """Stream candidate records of a pool file."""
     for lineno, obj in iter_jsonl(path):
         yield parse_candidate(obj, path, lineno)
 
 
+def allows_repeats(path: Path) -> bool:
+    """Whether a query file is a multiset: UniIR's upsampled union train file.
+
+    UniIR builds ``mbeir_union_up_train.jsonl`` by sampling whole records with replacement
+    (``random.choices``) without renaming qids, so a qid occurs several times, each time with
+    the identical record. Every other query file (test, val, per-dataset train) has unique qids.
+    """
+    return path.name == UPSAMPLED_TRAIN_FILE
+
+
+def differing_fields(a: QueryRecord, b: QueryRecord) -> list[str]:
+    """Names of the fields in which two query records differ."""
+    return [f for f in QUERY_FIELDS if getattr(a, f) != getattr(b, f)]
+
+
 def load_queries(path: Path) -> list[QueryRecord]:
-    """All queries of a file; duplicate qids are an error."""
-    seen: set[str] = set()
+    """All queries of a file in file order, repeats included where the file allows them.
+
+    A repeated qid is an error naming both lines and the qid, unless the file is the
+    upsampled union train file (:func:`allows_repeats`) and the repeat is the identical record.
+    """
+    first: dict[str, tuple[int, QueryRecord]] = {}
+    multiset = allows_repeats(path)
     out = []
-    for q in iter_queries(path):
-        if q.qid in seen:
-            raise DataError(path, f"record {q.qid}", "duplicate qid")
-        seen.add(q.qid)
+    for lineno, q in iter_numbered_queries(path):
+        prev = first.setdefault(q.qid, (lineno, q))
+        if prev[0] != lineno:
+            where = f"lines {prev[0]} and {lineno} (record {q.qid})"
+            if not multiset:
+                raise DataError(path, where, "duplicate qid (qids must be unique in this file)")
+            if prev[1] != q:
+                fields = ", ".join(differing_fields(prev[1], q))
+                raise DataError(path, where, f"qid repeated with different content (fields {fields} differ)")
         out.append(q)
+    return out
+
+
+def distinct_queries(queries: Sequence[QueryRecord]) -> list[QueryRecord]:
+    """The first occurrence of every qid, in order (a multiset's distinct records)."""
+    first: dict[str, QueryRecord] = {}
+    for q in queries:
+        first.setdefault(q.qid, q)
+    return list(first.values())
+
+
+def train_query_files(root: Path, train_file: str) -> list[Path]:
+    """The training query files ``data.train_file`` names: the union file or the ten per-dataset ones."""
+    if train_file == "union_up":
+        return [union_train_file(root)]
+    if train_file == "per_dataset":
+        return [train_query_file(root, name) for name in DATASETS.values()]
+    raise ValueError(f"data.train_file must be 'union_up' or 'per_dataset', got {train_file!r}")
+
+
+def load_train_queries(root: Path, train_file: str) -> list[QueryRecord]:
+    """Training queries in file order: the union multiset (repeats kept) or the ten files concatenated.
+
+    Raises:
+        DataError: a file is missing, malformed, or (per-dataset) a qid occurs in two files.
+    """
+    out: list[QueryRecord] = []
+    seen: dict[str, Path] = {}
+    for path in train_query_files(root, train_file):
+        if not path.is_file():
+            raise DataError(path, "file", f"training query file missing (data.train_file: {train_file})")
+        records = load_queries(path)
+        for q in distinct_queries(records) if train_file == "per_dataset" else ():
+            if seen.setdefault(q.qid, path) != path:
+                raise DataError(path, f"record {q.qid}", f"qid also in {seen[q.qid]} (per-dataset files are disjoint)")
+        out.extend(records)
     return out
 
 
@@ -265,8 +339,11 @@ def load_pool(path: Path) -> list[CandidateRecord]:
     return out
 
 
-def parse_qrels_line(line: str, path: Path, lineno: int) -> tuple[str, str, int]:
-    """Parse ``qid 0 did 1 task_id``; return ``(qid, did, task_id)``."""
+def parse_qrels_line(line: str, path: Path, lineno: int, check_ids: bool = True) -> tuple[str, str, int]:
+    """Parse ``qid 0 did 1 task_id``; return ``(qid, did, task_id)``.
+
+    ``check_ids`` requires M-BEIR ids (``<dataset_id>:<n>``); off, any whitespace-free id passes.
+    """
     parts = line.split()
     where = f"line {lineno}"
     if len(parts) != 5:
@@ -274,22 +351,22 @@ def parse_qrels_line(line: str, path: Path, lineno: int) -> tuple[str, str, int]
     qid, zero, did, rel, task = parts
     if zero != "0" or rel != "1" or not task.isdigit():
         raise DataError(path, where, "qrels columns 2 and 4 must be '0' and '1', column 5 an integer task id")
-    check_id(qid, "qid", path, where)
-    check_id(did, "did", path, where)
+    if check_ids:
+        check_id(qid, "qid", path, where)
+        check_id(did, "did", path, where)
     return qid, did, int(task)
 
 
-def read_qrels(path: Path) -> dict[str, QrelsEntry]:
-    """Read a qrels file into ``qid -> QrelsEntry`` (positives only)."""
+def read_qrels(path: Path, check_ids: bool = True) -> dict[str, QrelsEntry]:
+    """Read a qrels file into ``qid -> QrelsEntry`` (positives only); ids as in :func:`parse_qrels_line`."""
     pos: dict[str, set[str]] = {}
     task: dict[str, int] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            qid, did, task_id = parse_qrels_line(line, path, lineno)
-            pos.setdefault(qid, set()).add(did)
-            task[qid] = task_id
+    for lineno, line in iter_text_lines(path):
+        if not line.strip():
+            continue
+        qid, did, task_id = parse_qrels_line(line, path, lineno, check_ids)
+        pos.setdefault(qid, set()).add(did)
+        task[qid] = task_id
     return {q: QrelsEntry(q, task[q], frozenset(d)) for q, d in pos.items()}
 
 

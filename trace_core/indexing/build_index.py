@@ -1,11 +1,14 @@
 """Stage ``index``: one collection per local pool plus the union, from the exported shards.
 
-Milvus collections are named ``trace_<pool>_<hash8>`` after the pool's shard hash. A build
+Milvus collections are named ``trace_<model12>_<pool>_<hash8>`` after the model id and the
+pool's shard hash, so two models (or two projects) sharing one server never mix. A build
 fills ``<name>_staging`` collections first; only when every pool is built are the old
 collections dropped, the staging ones renamed and ``index/manifest.json`` written (last),
 so a failed build leaves the previous index and manifest usable. Rebuilding the same
-shards recreates the same names (idempotent). The ``numpy`` backend indexes nothing: its
-manifest points evaluate at the shards, searched exactly in memory.
+shards recreates the same names (idempotent). A build drops only what is its own: older
+collections of the same model and those the previous manifest of this project referenced.
+The ``numpy`` backend indexes nothing: its manifest points evaluate at the shards, searched
+exactly in memory.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from trace_core.config import Params
+from trace_core.config import IndexParams, Params
 from trace_core.indexing.backend import NumpyIndex, VectorIndex, check_index_type
+from trace_core.indexing.commit import load_export
 from trace_core.indexing.shards import iter_chunks, load_embeddings, load_manifest
 from trace_core.io import DataError, read_json, write_json
 from trace_core.paths import Paths
@@ -26,28 +30,50 @@ from trace_core.paths import Paths
 log = logging.getLogger(__name__)
 PREFIX = "trace_"
 STAGING = "_staging"
+UNION = "union"
 
 
-def collection_name(pool: str, pool_hash: str) -> str:
-    """``trace_<pool>_<first 8 hex of the shard hash>`` (Milvus-safe characters only)."""
-    return f"{PREFIX}{re.sub(r'[^0-9A-Za-z_]', '_', pool)}_{pool_hash[:8]}"
+def pool_index_params(p: IndexParams, pool: str) -> IndexParams:
+    """Index settings of one pool: ``index_type`` for the union pool, ``local_index_type`` for local pools."""
+    return p if pool == UNION else p.model_copy(update={"index_type": p.local_index_type})
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_]", "_", text)
+
+
+def model_prefix(model_id: str | None) -> str:
+    """``trace_<first 12 characters of the model id>_``: every collection of one model starts so."""
+    return f"{PREFIX}{_safe(model_id or 'unknown')[:12]}_"
+
+
+def collection_name(model_id: str | None, pool: str, pool_hash: str) -> str:
+    """``trace_<model12>_<pool>_<first 8 hex of the shard hash>`` (Milvus-safe characters only)."""
+    return f"{model_prefix(model_id)}{_safe(pool)}_{pool_hash[:8]}"
 
 
 def embedding_pools(paths: Paths) -> dict[str, Path]:
     """``pool -> manifest path`` of every exported candidate pool (the union included)."""
-    top_path = paths.embeddings_dir / "manifest.json"
-    if not top_path.exists():
-        raise DataError(top_path, "file", "no export manifest (run `trace export`)")
-    top = read_json(top_path)
+    top = load_export(paths.embeddings_dir)  # refuses a mix of models (an interrupted export)
     pools = {stem: paths.embeddings_dir / rel for stem, rel in top["pools"].items()}
     if top.get("union"):
-        pools["union"] = paths.embeddings_dir / top["union"]
+        pools[UNION] = paths.embeddings_dir / top["union"]
     return pools
 
 
 def check_pools(pools: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    """Manifests of the pools, checked to share one dimension."""
+    """Manifests of the pools, checked to share one model and one dimension."""
     manifests = {stem: load_manifest(p) for stem, p in pools.items()}
+    models = {m.get("model_id") for m in manifests.values()}
+    if len(models) > 1:
+        first = next(iter(manifests))
+        stem = next(s for s, m in manifests.items() if m.get("model_id") != manifests[first].get("model_id"))
+        raise DataError(
+            pools[stem],
+            "model_id",
+            f"model {manifests[stem].get('model_id')} differs from {first}'s {manifests[first].get('model_id')} "
+            "(re-run `trace export`)",
+        )
     dims = {m["dim"] for m in manifests.values()}
     if len(dims) > 1:
         first = next(iter(manifests))
@@ -61,8 +87,9 @@ def check_pools(pools: dict[str, Path]) -> dict[str, dict[str, Any]]:
 
 def fill(index: VectorIndex, manifest_path: Path, expected: int) -> None:
     """Insert a pool's vectors shard by shard and check the final count."""
+    # one bar per pool, cleared when done (leave=False): a terminal keeps one line, not one per pool
     for _, vectors in tqdm(
-        iter_chunks(manifest_path), desc=f"index {manifest_path.parent.name}", unit="shard", disable=None
+        iter_chunks(manifest_path), desc=f"index {manifest_path.parent.name}", unit="shard", disable=None, leave=False
     ):
         index.add(vectors)
     if len(index) != expected:
@@ -73,16 +100,20 @@ def build_milvus(
     client: Any, params: Params, pools: dict[str, Path], manifests: dict[str, dict[str, Any]]
 ) -> dict[str, str]:
     """Build staging collections, then swap them in; returns ``pool -> collection``."""
-    from trace_core.indexing.milvus import MilvusIndex, list_trace_collections
+    from trace_core.indexing.milvus import MilvusIndex, list_trace_collections, load_all
 
-    for stale in list_trace_collections(client, PREFIX):
+    model_id = _model_id(manifests)
+    for stale in list_trace_collections(client, model_prefix(model_id)):
         if stale.endswith(STAGING):
             client.drop_collection(stale)
-    names = {stem: collection_name(stem, m["hash"]) for stem, m in manifests.items()}
+    names = {stem: collection_name(model_id, stem, m["hash"]) for stem, m in manifests.items()}
     try:
+        built = []
         for stem, name in names.items():
-            index = MilvusIndex.create(client, name + STAGING, manifests[stem]["dim"], params.index)
-            fill(index, pools[stem], manifests[stem]["count"])
+            pp = pool_index_params(params.index, stem)
+            built.append(MilvusIndex.create(client, name + STAGING, manifests[stem]["dim"], pp))
+            fill(built[-1], pools[stem], manifests[stem]["count"])
+        load_all(built)
     except BaseException:
         for name in names.values():
             if client.has_collection(name + STAGING):
@@ -95,11 +126,38 @@ def build_milvus(
     return names
 
 
-def drop_unreferenced(client: Any, keep: set[str]) -> list[str]:
-    """Drop the project's collections that the new manifest does not reference."""
+def _model_id(manifests: dict[str, dict[str, Any]]) -> str | None:
+    return next(iter(manifests.values())).get("model_id") if manifests else None
+
+
+def manifest_uri(params: Params, paths: Paths) -> str:
+    """The server URI, or the Lite file relative to the index folder (no machine paths in DVC outputs)."""
+    return params.index.uri or paths.milvus_db.relative_to(paths.index_dir).as_posix()
+
+
+def previous_collections(manifest_path: Path, uri: str) -> set[str]:
+    """Collections the previous index manifest at ``manifest_path`` built on ``uri`` (its manifest form).
+
+    Empty when there is none, or it indexed elsewhere or with the numpy backend.
+    """
+    if not manifest_path.exists():
+        return set()
+    old = read_json(manifest_path)
+    if old.get("backend") != "milvus" or old.get("uri") != uri:
+        return set()
+    return {e["collection"] for e in old.get("pools", {}).values() if e.get("collection")}
+
+
+def drop_unreferenced(client: Any, keep: set[str], model_id: str | None, previous: set[str]) -> list[str]:
+    """Drop this build's leftovers: the model's other collections and the previous manifest's.
+
+    Collections of other models (another project on the same server) are left alone.
+    """
     from trace_core.indexing.milvus import list_trace_collections
 
-    dropped = [c for c in list_trace_collections(client, PREFIX) if c not in keep]
+    own = set(list_trace_collections(client, model_prefix(model_id)))
+    existing = set(client.list_collections())
+    dropped = sorted(((own | previous) & existing) - keep)
     for c in dropped:
         client.drop_collection(c)
     return dropped
@@ -112,10 +170,11 @@ def index_manifest(
     p = params.index
     return {
         "backend": p.backend,
-        "uri": (p.uri or str(paths.milvus_db)) if p.backend == "milvus" else None,
+        "uri": manifest_uri(params, paths) if p.backend == "milvus" else None,
         "index_type": p.index_type if p.backend == "milvus" else "exact",
+        "local_index_type": p.local_index_type if p.backend == "milvus" else "exact",
         "metric": p.metric,
-        "model_id": next(iter(manifests.values())).get("model_id") if manifests else None,
+        "model_id": _model_id(manifests),
         "pools": {
             stem: {
                 "collection": names.get(stem),
@@ -123,6 +182,7 @@ def index_manifest(
                 "dim": m["dim"],
                 "hash": m["hash"],
                 "embeddings": str(pools[stem].relative_to(paths.embeddings_dir)),
+                "index_type": pool_index_params(p, stem).index_type if p.backend == "milvus" else "exact",
             }
             for stem, m in manifests.items()
         },
@@ -137,27 +197,32 @@ def open_index(params: Params, entry: dict[str, Any], manifest_path: Path, clien
         return index
     from trace_core.indexing.milvus import MilvusIndex
 
-    return MilvusIndex.open(client, entry["collection"], entry["dim"], params.index)
+    built_as = params.index.model_copy(update={"index_type": entry.get("index_type", params.index.index_type)})
+    return MilvusIndex.open(client, entry["collection"], entry["dim"], built_as)
 
 
 def run(params: Params, paths: Paths) -> dict[str, Any]:
     """Build (or, for numpy, register) the index of every exported pool; manifest last."""
     check_index_type(params.index.index_type, params.index.metric)
+    check_index_type(params.index.local_index_type, params.index.metric)
     pools = embedding_pools(paths)
     manifests = check_pools(pools)
     names: dict[str, str] = {}
     if params.index.backend == "milvus":
         from trace_core.indexing.milvus import connect, resolve_uri
 
-        client = connect(resolve_uri(params.index, paths.milvus_db), params.index.timeout_s)
+        uri = resolve_uri(params.index, paths.milvus_db)
+        previous = previous_collections(paths.index_manifest, manifest_uri(params, paths))
+        client = connect(uri, params.index.timeout_s)
         try:
             names = build_milvus(client, params, pools, manifests)
             manifest = index_manifest(params, pools, manifests, names, paths)
             write_json(paths.index_manifest, manifest)
-            dropped = drop_unreferenced(client, set(names.values()))
+            dropped = drop_unreferenced(client, set(names.values()), _model_id(manifests), previous)
         finally:
             client.close()
-        log.info("built %d collections (%s), dropped %d old ones", len(names), params.index.index_type, len(dropped))
+        kinds = f"local {params.index.local_index_type}, union {params.index.index_type}"
+        log.info("built %d collections (%s), dropped %d old ones", len(names), kinds, len(dropped))
     else:
         manifest = index_manifest(params, pools, manifests, names, paths)
         write_json(paths.index_manifest, manifest)

@@ -97,6 +97,29 @@ def shard_done(
     return info
 
 
+def check_shard_json(directory: Path, info: dict[str, Any]) -> None:
+    """The shard json beside the arrays must be the one the manifest lists (same sha256).
+
+    Export removes a shard's json before it rewrites the arrays, so a missing or different
+    json means the shard was rewritten after the manifest, by an export that did not finish.
+
+    Raises:
+        DataError: naming the shard json.
+    """
+    path = directory / f"{info['name']}.json"
+    if not path.exists():
+        raise DataError(path, "file", "shard json missing: the shard is being rewritten (re-run `trace export`)")
+    found = read_json(path)
+    if found.get("sha256") != info.get("sha256"):
+        model = found.get("meta", {}).get("stamp", {}).get("model_id")
+        raise DataError(
+            path,
+            "sha256",
+            f"shard rewritten (by model {model}) after the manifest listed it: an export did not finish "
+            "(re-run `trace export`)",
+        )
+
+
 def load_shard(directory: Path, info: dict[str, Any], dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Load and check one shard: ids and vectors of equal length, the declared dim and count.
 
@@ -108,6 +131,7 @@ def load_shard(directory: Path, info: dict[str, Any], dim: int | None = None) ->
     for p in (ids_path, vec_path):
         if not p.exists():
             raise DataError(p, "file", "shard file missing (re-run `trace export`)")
+    check_shard_json(directory, info)
     ids = np.load(ids_path, allow_pickle=False)
     vectors = np.load(vec_path, mmap_mode="r", allow_pickle=False)
     if vectors.ndim != 2 or len(ids) != vectors.shape[0]:

@@ -1,9 +1,10 @@
 """Turning items into Qwen2-VL model inputs: chat prompt, image tokens, responses, labels.
 
 The Qwen2-VL processor class cannot be built here without torchvision, so the tokenizer
-and the (PIL) image processor are used directly, exactly as the processor would: the chat
-template's single ``<|image_pad|>`` is expanded to ``grid_t*grid_h*grid_w / merge**2``
-copies, and ``mm_token_type_ids`` marks them (transformers 5 needs it for M-RoPE).
+and the (PIL) image processor are used directly, exactly as the processor would: each
+``<|image_pad|>`` of the chat template (one per image, in order; an item may hold several
+images interleaved with text) is expanded to ``grid_t*grid_h*grid_w / merge**2`` copies of
+its image, and ``mm_token_type_ids`` marks them (transformers 5 needs it for M-RoPE).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from typing import Any
 import torch
 from PIL import Image
 
+from trace_core.data.files import IMAGE_ERRORS, open_record_file
+from trace_core.io import DataError
 from trace_core.model.pooling import response_pool_index
-from trace_core.model.prompts import messages
+from trace_core.model.prompts import image_paths, messages
 from trace_core.model.tokens import IMAGE_PAD, SpecialIds
-from trace_core.types import EncodeItem, Side, TrainSample
+from trace_core.types import EncodeItem, Segment, Side, TrainSample
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -39,36 +42,100 @@ class Processors:
 
 
 def load_images(items: Sequence[EncodeItem], image_root: Path) -> list[Image.Image]:
-    """Open the images of the items that have one, in item order, as RGB."""
+    """Open every image of the items, in item order (and in order within an item), as RGB.
+
+    Raises:
+        DataError: naming the image and the item's record, for a path that leaves
+            ``image_root`` (see :mod:`trace_core.data.files`) or an image that does not decode.
+    """
     out = []
     for item in items:
-        if item.img_path is not None:
-            with Image.open(image_root / item.img_path) as im:
-                out.append(im.convert("RGB"))
+        for rel in image_paths(item):
+            path = open_record_file(image_root, rel, item.id)
+            try:
+                with Image.open(path) as im:
+                    out.append(im.convert("RGB"))
+            except IMAGE_ERRORS as err:
+                raise DataError(path, f"record {item.id}", f"image does not decode ({err})") from None
     return out
 
 
-def _prompt_ids(proc: Processors, item: EncodeItem, side: Side, n_image: int, text: str | None) -> list[int]:
+def expand_image_pads(rendered: str, counts: Sequence[int]) -> str:
+    """Replace the i-th ``<|image_pad|>`` of a rendered prompt by ``counts[i]`` copies."""
+    pieces = rendered.split(IMAGE_PAD)
+    if len(pieces) - 1 != len(counts):
+        raise ValueError(f"prompt has {len(pieces) - 1} image slots for {len(counts)} images")
+    return pieces[0] + "".join(IMAGE_PAD * n + piece for n, piece in zip(counts, pieces[1:], strict=True))
+
+
+def _prompt_ids(
+    proc: Processors,
+    item: EncodeItem,
+    side: Side,
+    counts: Sequence[int],
+    text: str | None,
+    segments: tuple[Segment, ...] | None = None,
+) -> list[int]:
     rendered = proc.tokenizer.apply_chat_template(
-        messages(item, side, proc.emb_token, text), tokenize=False, add_generation_prompt=True
+        messages(item, side, proc.emb_token, text, segments), tokenize=False, add_generation_prompt=True
     )
-    rendered = rendered.replace(IMAGE_PAD, IMAGE_PAD * n_image)
-    return list(proc.tokenizer(rendered, add_special_tokens=False)["input_ids"])
+    return list(proc.tokenizer(expand_image_pads(rendered, counts), add_special_tokens=False)["input_ids"])
 
 
-def fit_prompt(proc: Processors, item: EncodeItem, side: Side, n_image: int, n_response: int) -> list[int]:
-    """Prompt ids of an item, its text cut so that prompt + response fit ``max_length``."""
-    ids = _prompt_ids(proc, item, side, n_image, None)
+def fit_prompt(proc: Processors, item: EncodeItem, side: Side, counts: Sequence[int], n_response: int) -> list[int]:
+    """Prompt ids of an item, its text cut so that prompt + response fit ``max_length``.
+
+    Args:
+        proc: tokenizer/image processor bundle.
+        item: what to encode.
+        side: ``query`` or ``candidate``.
+        counts: image tokens of each of the item's images, in order.
+        n_response: tokens of the response that follows the prompt.
+    """
+    ids = _prompt_ids(proc, item, side, counts, None)
     overflow = len(ids) + n_response - proc.max_length
     if overflow <= 0:
         return ids
+    if item.segments:
+        return _fit_segments(proc, item, side, counts, n_response, overflow)
     text_ids = proc.tokenizer(item.text or "", add_special_tokens=False)["input_ids"]
     keep = len(text_ids) - overflow
     if keep <= 0:
         raise ValueError(f"item {item.id}: prompt without text already exceeds max_length {proc.max_length}")
     log.debug("item %s: text cut to %d tokens", item.id, keep)
-    ids = _prompt_ids(proc, item, side, n_image, proc.tokenizer.decode(text_ids[:keep]))
+    ids = _prompt_ids(proc, item, side, counts, proc.tokenizer.decode(text_ids[:keep]))
     return ids[: proc.max_length - n_response] if len(ids) + n_response > proc.max_length else ids
+
+
+def cut_context(proc: Processors, segments: tuple[Segment, ...], overflow: int) -> tuple[Segment, ...]:
+    """Drop ``overflow`` tokens of context text, oldest first, keeping the first text (the instruction)."""
+    out = list(segments)
+    text_at = [i for i, (kind, _) in enumerate(out) if kind == "text"]
+    for i in text_at[1:]:
+        if overflow <= 0:
+            break
+        ids = proc.tokenizer(out[i][1], add_special_tokens=False)["input_ids"]
+        drop = min(len(ids), overflow)
+        out[i] = ("text", proc.tokenizer.decode(ids[drop:]))
+        overflow -= drop
+    return tuple(out)
+
+
+def _fit_segments(
+    proc: Processors, item: EncodeItem, side: Side, counts: Sequence[int], n_response: int, overflow: int
+) -> list[int]:
+    segments = item.segments
+    for _ in range(3):  # decode/encode round trips may leave a token or two over
+        segments = cut_context(proc, segments, overflow)
+        ids = _prompt_ids(proc, item, side, counts, None, segments)
+        overflow = len(ids) + n_response - proc.max_length
+        if overflow <= 0:
+            log.debug("item %s: context text cut to fit %d tokens", item.id, proc.max_length)
+            return ids
+    raise ValueError(
+        f"item {item.id}: {len(counts)} images and the instruction alone exceed max_length {proc.max_length} "
+        "(raise model.max_length or lower model.max_pixels)"
+    )
 
 
 def _pad(rows: list[list[int]], value: int, side: str) -> torch.Tensor:
@@ -94,7 +161,7 @@ def encode_items(
         sides: ``query`` or ``candidate`` per item (selects the system prompt).
         responses: assistant text appended after the generation prompt (None: prompt only).
         label_rows: rows whose response tokens get generation labels.
-        image_root: root the items' ``img_path`` are relative to.
+        image_root: root the items' image paths are relative to.
         padding_side: ``right`` for training, ``left`` for decoding.
 
     Returns:
@@ -113,8 +180,8 @@ def encode_items(
     img_iter = iter(n_tokens)
     for item, side, resp, labelled in zip(items, sides, responses, label_rows, strict=True):
         resp_ids = list(proc.tokenizer(resp, add_special_tokens=False)["input_ids"]) if resp else []
-        n_img = next(img_iter) if item.img_path is not None else 0
-        prompt = fit_prompt(proc, item, side, n_img, len(resp_ids))
+        counts = [next(img_iter) for _ in image_paths(item)]
+        prompt = fit_prompt(proc, item, side, counts, len(resp_ids))
         rows.append(prompt + resp_ids)
         labels.append([IGNORE_INDEX] * len(prompt) + (resp_ids if labelled else [IGNORE_INDEX] * len(resp_ids)))
         pool.append(response_pool_index(len(prompt), resp_ids, proc.ids.emb))

@@ -11,29 +11,33 @@ LamRA-style) and ``always`` (``<|emb|>`` is never accepted as the first token).
 :class:`TraceEncoder` pools the rows that reason across batches: a first cache-free prefill
 of every batch settles the direct rows; the rows that start a chain are then re-prefilled
 together and decoded ``batch_size`` at a time, so a few reasoning rows scattered over many
-batches cost a few full decode loops instead of one mostly-empty loop per batch.
+batches cost a few full decode loops instead of one mostly-empty loop per batch. With
+``num_workers`` > 0 the inputs of the next batches (images opened and decoded, prompts
+tokenised, padded) are built by DataLoader worker processes while the model runs.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from trace_core.model.collate import Processors, encode_items
-from trace_core.types import EncodeItem, Route, RoutingMode
+from trace_core.types import EncodeItem, Route, RoutingMode, Side
 
 if TYPE_CHECKING:
     from trace_core.model.trace_model import TraceModel
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -142,33 +146,104 @@ class QueryEncoding:
     chains: list[str]
 
 
-class TraceEncoder:
-    """Encodes queries (routed) and candidates with a saved TRACE model."""
+@dataclass(frozen=True)
+class BatchCollator:
+    """Model inputs of one batch of items (picklable: it runs in DataLoader workers).
 
-    def __init__(self, model: TraceModel, proc: Processors, model_id: str, device: str = "cpu") -> None:
+    Candidates end with ``<|emb|>`` (right padding); queries are prompt-only, left-padded for decoding.
+    """
+
+    proc: Processors
+    image_root: Path
+    side: Side
+
+    def __call__(self, items: Sequence[EncodeItem]) -> dict[str, torch.Tensor]:
+        """Collate ``items`` (images opened and processed, prompts tokenised and padded)."""
+        n = len(items)
+        if self.side == "candidate":
+            return encode_items(
+                self.proc, items, ["candidate"] * n, [self.proc.emb_token] * n, [False] * n, self.image_root
+            )
+        return encode_items(self.proc, items, ["query"] * n, [None] * n, [False] * n, self.image_root, "left")
+
+
+class _Batches(Dataset[Sequence[EncodeItem]]):
+    """A list of item batches as a map-style dataset (one element = one batch)."""
+
+    def __init__(self, batches: Sequence[Sequence[EncodeItem]]) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> Sequence[EncodeItem]:
+        return self.batches[index]
+
+
+def collated(
+    batches: Sequence[Sequence[EncodeItem]], collate: BatchCollator, num_workers: int, pin_memory: bool = False
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Model inputs of each batch, in order.
+
+    With ``num_workers`` > 0 (and more than one batch) a DataLoader builds them in worker
+    processes, each prefetching two batches ahead, so image decoding and collation overlap the
+    forwards; with 0 each batch is built here when it is needed. Both give the same tensors.
+    """
+    if num_workers == 0 or len(batches) <= 1:
+        yield from (collate(b) for b in batches)
+        return
+    loader: DataLoader[Sequence[EncodeItem]] = DataLoader(
+        _Batches(batches),
+        batch_size=None,
+        shuffle=False,
+        num_workers=min(num_workers, len(batches)),
+        collate_fn=collate,
+        prefetch_factor=2,
+        pin_memory=pin_memory,
+    )
+    yield from loader
+
+
+def split(items: Sequence[T], batch_size: int) -> list[Sequence[T]]:
+    """Consecutive batches of ``batch_size`` items (the last may be short)."""
+    return [items[s : s + batch_size] for s in range(0, len(items), batch_size)]
+
+
+class TraceEncoder:
+    """Encodes queries (routed) and candidates with a saved TRACE model.
+
+    ``num_workers`` DataLoader workers build the batches' inputs ahead of the forwards (0: inline).
+    """
+
+    def __init__(
+        self, model: TraceModel, proc: Processors, model_id: str, device: str = "cpu", num_workers: int = 0
+    ) -> None:
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.model = model.to(device).eval()
         self.proc = proc
         self.model_id = model_id
         self.device = device
+        self.num_workers = num_workers
         self.dim = int(model.config.text_config.hidden_size)
 
-    def _batches(self, items: Sequence[EncodeItem], batch_size: int, what: str) -> Any:
-        starts = range(0, len(items), batch_size)
-        return tqdm(starts, desc=f"encode {what}", disable=None, leave=False)
+    def _inputs(
+        self, batches: Sequence[Sequence[EncodeItem]], image_root: Path, side: Side, what: str
+    ) -> Iterator[dict[str, Any]]:
+        """Device-ready inputs of each batch, with a progress bar."""
+        pin = self.num_workers > 0 and self.device.startswith("cuda")
+        stream = collated(batches, BatchCollator(self.proc, image_root, side), self.num_workers, pin)
+        for batch in tqdm(stream, total=len(batches), desc=f"encode {what}", disable=None, leave=False):
+            yield self._to_device(batch)
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
     def encode_candidates(self, items: Sequence[EncodeItem], image_root: Path, batch_size: int) -> np.ndarray:
         """Candidate embeddings (n, dim) float32, unit rows: one forward per batch, never a chain."""
         out = [np.zeros((0, self.dim), dtype=np.float32)]
-        for s in self._batches(items, batch_size, "candidates"):
-            chunk = items[s : s + batch_size]
-            n = len(chunk)
-            batch = encode_items(
-                self.proc, chunk, ["candidate"] * n, [self.proc.emb_token] * n, [False] * n, image_root
-            )
-            out.append(self.model.encode_candidates(self._to_device(batch)).float().cpu().numpy())
+        for batch in self._inputs(split(items, batch_size), image_root, "candidate", "candidates"):
+            out.append(self.model.encode_candidates(batch).float().cpu().numpy())
         return np.concatenate(out, axis=0)
 
     def encode_queries(
@@ -180,8 +255,10 @@ class TraceEncoder:
         routes: list[str] = ["direct"] * n
         generated: list[list[int]] = [[] for _ in range(n)]
         pending: list[int] = []
-        for s in self._batches(items, batch_size, "queries"):  # pass 1: prefill only (cap 0)
-            res = self._routed(items[s : s + batch_size], image_root, mode, 0)
+        batches = split(items, batch_size)
+        for b, batch in enumerate(self._inputs(batches, image_root, "query", "queries")):  # pass 1: prefill (cap 0)
+            s = b * batch_size
+            res = routed_encode(self.model, batch, mode, 0)
             vecs[s : s + len(res.routes)] = res.vectors.float().cpu().numpy()
             for i, route in enumerate(res.routes):
                 if route == "forced" and max_new_tokens > 0:  # wants a chain: decoded in pass 2
@@ -190,9 +267,10 @@ class TraceEncoder:
                     routes[s + i] = route
         if pending:
             log.debug("decoding %d of %d queries in pooled batches", len(pending), n)
-        for s in range(0, len(pending), batch_size):
-            rows = pending[s : s + batch_size]
-            res = self._routed([items[r] for r in rows], image_root, mode, max_new_tokens)
+        groups = split(pending, batch_size)
+        chains_in = [[items[r] for r in rows] for rows in groups]
+        for rows, batch in zip(groups, self._inputs(chains_in, image_root, "query", "chains"), strict=True):
+            res = routed_encode(self.model, batch, mode, max_new_tokens)
             out = res.vectors.float().cpu().numpy()
             for j, r in enumerate(rows):
                 vecs[r], routes[r], generated[r] = out[j], res.routes[j], res.generated[j]
@@ -200,13 +278,15 @@ class TraceEncoder:
         return QueryEncoding(vecs, routes, [len(g) for g in generated], chains)
 
     def _routed(self, chunk: Sequence[EncodeItem], image_root: Path, mode: RoutingMode, cap: int) -> RoutedBatch:
-        n = len(chunk)
-        batch = encode_items(self.proc, chunk, ["query"] * n, [None] * n, [False] * n, image_root, "left")
+        batch = BatchCollator(self.proc, image_root, "query")(chunk)
         return routed_encode(self.model, self._to_device(batch), mode, cap)
 
 
-def load_encoder(model_dir: Path, device: str = "cpu") -> TraceEncoder:
-    """Load the encoder saved by the train stage (weights, tokenizer, image processor, meta)."""
+def load_encoder(model_dir: Path, device: str = "cpu", num_workers: int = 0) -> TraceEncoder:
+    """Load the encoder saved by the train stage (weights, tokenizer, image processor, meta).
+
+    ``num_workers``: DataLoader workers that build batch inputs ahead of the forwards (0: inline).
+    """
     from trace_core.config import ModelParams
     from trace_core.model.checkpoint import load_saved, model_hash, read_meta
     from trace_core.model.trace_model import HeadConfig, TraceModel
@@ -217,4 +297,4 @@ def load_encoder(model_dir: Path, device: str = "cpu") -> TraceEncoder:
     bb = load_saved(model_dir, mp, meta["model_class"], dtype)
     t = meta["params"]["train"]
     head = HeadConfig(t["lambda_gen"], t["lambda_ret"], float(meta["temperature"]), False, False)
-    return TraceEncoder(TraceModel(bb.model, bb.proc.ids, head), bb.proc, model_hash(model_dir), device)
+    return TraceEncoder(TraceModel(bb.model, bb.proc.ids, head), bb.proc, model_hash(model_dir), device, num_workers)

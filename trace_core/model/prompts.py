@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trace_core.types import EncodeItem, Side
+from trace_core.types import EncodeItem, Segment, Side
 
 # task id -> what the query asks for (M-BEIR task table)
 TASK_GOALS: dict[int, str] = {
@@ -34,11 +34,31 @@ CANDIDATE_SYSTEM = (
 )
 
 
+def user_parts(item: EncodeItem, text: str | None = None) -> tuple[Segment, ...]:
+    """The user turn of an item in order: its segments, else the image then the text.
+
+    Args:
+        item: what to encode.
+        text: replacement for ``item.text`` (used to truncate long texts).
+    """
+    if item.segments:
+        return item.segments
+    body = item.text if text is None else text
+    image: tuple[Segment, ...] = (("image", item.img_path),) if item.img_path is not None else ()
+    return image + ((("text", body),) if body else ())
+
+
+def image_paths(item: EncodeItem) -> list[str]:
+    """The item's image paths in the order they appear in its user turn."""
+    return [value for kind, value in user_parts(item) if kind == "image"]
+
+
 def item_modality(item: EncodeItem) -> str:
     """``image``, ``text`` or ``image and text``, from which parts the item has."""
-    if item.img_path is not None and item.text:
+    kinds = {kind for kind, value in user_parts(item) if kind == "image" or value}
+    if kinds == {"image", "text"}:
         return "image and text"
-    return "image" if item.img_path is not None else "text"
+    return "image" if "image" in kinds else "text"
 
 
 def system_prompt(item: EncodeItem, side: Side, emb_token: str) -> str:
@@ -51,21 +71,31 @@ def system_prompt(item: EncodeItem, side: Side, emb_token: str) -> str:
     return QUERY_SYSTEM.format(goal=goal, emb=emb_token)
 
 
-def messages(item: EncodeItem, side: Side, emb_token: str, text: str | None = None) -> list[dict[str, Any]]:
-    """Chat messages of an item: system prompt, then the user turn (image first, then text).
+def messages(
+    item: EncodeItem,
+    side: Side,
+    emb_token: str,
+    text: str | None = None,
+    segments: tuple[Segment, ...] | None = None,
+) -> list[dict[str, Any]]:
+    """Chat messages of an item: the system prompt, then one user turn.
+
+    The user turn is the image then the text, or the item's segments in order (several
+    images and texts interleaved).
 
     Args:
         item: what to encode.
         side: ``query`` or ``candidate``.
         emb_token: the retrieval token named in the prompts.
         text: replacement for ``item.text`` (used to truncate long texts).
+        segments: replacement for ``item.segments`` (used to truncate interleaved items).
     """
-    body = item.text if text is None else text
-    content: list[dict[str, Any]] = []
-    if item.img_path is not None:
-        content.append({"type": "image"})
-    if body:
-        content.append({"type": "text", "text": body})
+    parts = segments if segments is not None else user_parts(item, text)
+    content: list[dict[str, Any]] = [
+        {"type": "image"} if kind == "image" else {"type": "text", "text": value}
+        for kind, value in parts
+        if kind == "image" or value
+    ]
     if not content:
         content.append({"type": "text", "text": ""})
     return [

@@ -3,7 +3,7 @@
 ``forward`` is the training step (one batched forward over [queries; candidates], or the
 same rows in gradient-cache chunks (:mod:`.grad_cache`), that returns a
 :class:`~trace_core.model.losses.LossOutput`); ``encode_candidates`` is one
-forward; ``encode_queries`` is the routed encoding of :mod:`trace_core.model.inference`.
+forward; routed query encoding lives in :mod:`trace_core.model.inference`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from trace_core.model.losses import (
 )
 from trace_core.model.pooling import pool_at
 from trace_core.model.tokens import SpecialIds
-from trace_core.types import RoutingMode
 
 
 def zero3_ranks(model: nn.Module) -> bool:
@@ -253,9 +252,3 @@ class TraceModel(nn.Module):
         """Candidate embeddings (batch, dim): one forward over prompt + ``<|emb|>``."""
         hidden, _ = self.hidden_states(batch)
         return pool_at(hidden, batch["pool_index"])
-
-    def encode_queries(self, batch: dict[str, Any], mode: RoutingMode, max_new_tokens: int) -> Any:
-        """Routed query encoding of a prompt-only, left-padded batch (see :mod:`.inference`)."""
-        from trace_core.model.inference import routed_encode
-
-        return routed_encode(self, batch, mode, max_new_tokens)

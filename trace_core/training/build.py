@@ -18,7 +18,8 @@ from trace_core.model.checkpoint import lora_shell, merged_for_saving, trace_met
 from trace_core.model.collate import TrainCollator
 from trace_core.model.trace_model import HeadConfig, TraceModel
 from trace_core.paths import Paths
-from trace_core.training.callbacks import MetricsCallback, ValidationCallback
+from trace_core.ranks import is_main_process
+from trace_core.training.callbacks import MetricsCallback, ProgressCallback, ValidationCallback
 from trace_core.training.data import SampleDataset, split_validation, training_texts
 from trace_core.training.trainer import TraceTrainer
 from trace_core.types import TrainSample
@@ -82,6 +83,37 @@ def build_model(params: Params, samples: list[TrainSample], tokenizer_dir: Path)
     return TraceModel(trainable, bb.proc.ids, head_config(params)), bb
 
 
+def training_arguments(params: Params, out_dir: Path, cuda: bool) -> Any:
+    """``TrainingArguments`` from params (the DeepSpeed config is generated, not a file)."""
+    from transformers import TrainingArguments
+
+    from trace_core.training.deepspeed_config import deepspeed_config
+
+    tp = params.train
+    return TrainingArguments(
+        output_dir=str(out_dir),
+        per_device_train_batch_size=tp.per_device_batch_size,
+        num_train_epochs=tp.epochs,
+        max_steps=tp.max_steps,
+        learning_rate=tp.learning_rate,
+        lr_scheduler_type=tp.lr_scheduler,
+        warmup_steps=tp.warmup_ratio,
+        weight_decay=tp.weight_decay,
+        max_grad_norm=tp.max_grad_norm,
+        bf16=tp.bf16,
+        activation_checkpointing=tp.gradient_checkpointing,
+        logging_steps=tp.logging_steps,
+        save_steps=tp.save_steps,
+        save_total_limit=tp.save_total_limit,
+        seed=params.base.seed,
+        report_to="none",
+        remove_unused_columns=False,
+        use_cpu=not cuda,
+        disable_tqdm=True,
+        deepspeed=deepspeed_config(tp, cuda) if tp.deepspeed else None,
+    )
+
+
 def register_zero3_token_params(model: Any) -> int:
     """Tell ZeRO-3 which parameters peft's trainable-token layers read; return how many layers.
 
@@ -106,7 +138,7 @@ def register_zero3_token_params(model: Any) -> int:
 
 def build_trainer(params: Params, paths: Paths, samples: list[TrainSample], ckpt_root: Path, cuda: bool) -> TrainParts:
     """Model, data, callbacks and the :class:`TraceTrainer`."""
-    from trace_core.training.train import training_arguments
+    from transformers import PrinterCallback
 
     tp = params.train
     train, val = split_validation(samples, tp.val_queries, params.base.seed)
@@ -136,10 +168,11 @@ def build_trainer(params: Params, paths: Paths, samples: list[TrainSample], ckpt
         args=training_arguments(params, ckpt_root, cuda),
         data_collator=TrainCollator(bb.proc, paths.data_root, tp.hard_negatives),
         train_dataset=SampleDataset(train),
-        callbacks=[val_cb, metrics_cb],
+        callbacks=[val_cb, metrics_cb, ProgressCallback()],
         tasks=[s.task_id for s in train] if tp.task_balanced else None,
         sampler_seed=params.base.seed,
     )
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict; ProgressCallback reports instead
     return TrainParts(trainer, model, bb, val_cb, metrics_cb, len(train), len(val), counts)
 
 
@@ -209,7 +242,7 @@ def full_state_dict(trainer: Any) -> dict[str, torch.Tensor]:
 def save_trained(parts: TrainParts, params: Params, out_dir: Path) -> None:
     """Consolidate the weights (every rank), then rank 0 merges LoRA and saves (see :func:`save_merged`)."""
     state = full_state_dict(parts.trainer)
-    if parts.trainer.args.process_index != 0:
+    if not is_main_process():
         return
     with full_init(parts.trainer):
         save_merged(state, params, parts.backbone, out_dir)

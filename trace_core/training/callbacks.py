@@ -10,6 +10,7 @@ collectively); rank 0 logs.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,15 +24,10 @@ from transformers import TrainerCallback
 from trace_core.model.collate import Processors
 from trace_core.model.inference import TraceEncoder
 from trace_core.model.trace_model import TraceModel
+from trace_core.ranks import is_main_process
 from trace_core.types import RoutingMode, TrainSample
 
 log = logging.getLogger(__name__)
-
-
-def _is_main() -> bool:
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def _device(model: TraceModel) -> torch.device:
@@ -128,7 +124,7 @@ class ValidationCallback(TrainerCallback):
         )
         self.history.append((step, res.recall))
         self.chance, self.last = res.chance, res
-        if _is_main():
+        if is_main_process():
             from trace_core import tracking
 
             metrics = {
@@ -208,7 +204,76 @@ class MetricsCallback(TrainerCallback):
         self._last = (now, state.global_step)
         row["step"] = float(state.global_step)
         self.history.append(row)
-        if _is_main():
+        if is_main_process():
             from trace_core import tracking
 
             tracking.log_metrics({k: v for k, v in row.items() if k != "step"}, step=state.global_step)
+
+
+def eta_text(seconds: float) -> str:
+    """A duration as ``1h02m``, ``4m05s`` or ``12s``."""
+    s = max(int(round(seconds)), 0)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+@dataclass
+class ProgressCallback(TrainerCallback):
+    """Training progress on rank 0: a bar on a terminal, else a few log lines with the ETA.
+
+    On a terminal, a tqdm bar shows step/total, elapsed time, ETA and the latest loss; piped,
+    one log line per ``1/lines`` of the steps says the same (so logs stay short). Replaces the
+    Trainer's own printer, which prints every log dict.
+    """
+
+    lines: int = 10
+    bar: Any = None
+    _every: int = 0
+    _t0: float = 0.0
+    _start: int = 0
+    _loss: float | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        """Open the bar (terminal) or set the log interval (pipe)."""
+        if not is_main_process():
+            return
+        self._t0, self._start = time.perf_counter(), state.global_step
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step")
+        else:
+            self._every = max(state.max_steps // max(self.lines, 1), 1)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        """Advance the bar, or log step/total, elapsed time and ETA every interval."""
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+        elif self._every and state.global_step % self._every == 0 and state.global_step < state.max_steps:
+            done = state.global_step - self._start
+            elapsed = time.perf_counter() - self._t0
+            eta = elapsed / done * (state.max_steps - state.global_step) if done else 0.0
+            loss = "" if self._loss is None else f", loss {self._loss:.3f}"
+            log.info(
+                "train: step %d/%d (%.0f%%), %s elapsed, ETA %s%s",
+                state.global_step,
+                state.max_steps,
+                100 * state.global_step / state.max_steps,
+                eta_text(elapsed),
+                eta_text(eta),
+                loss,
+            )
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        """Keep the latest training loss (shown on the bar)."""
+        if logs and isinstance(logs.get("loss"), (int, float)):
+            self._loss = float(logs["loss"])
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{self._loss:.3f}", refresh=False)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        """Close the bar."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

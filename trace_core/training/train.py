@@ -26,6 +26,8 @@ from trace_core.config import Params, dump_params
 from trace_core.data.dataset import EMB_TOKEN, load_train_samples
 from trace_core.io import sha256_file, write_json, write_text
 from trace_core.paths import Paths
+from trace_core.plots import training_curve
+from trace_core.ranks import is_main_process
 
 log = logging.getLogger(__name__)
 STAGE = "train"
@@ -116,57 +118,38 @@ def load_samples(params: Params, paths: Paths) -> tuple[list[Any], str]:
     """The training samples and a hash of their source file."""
     if paths.cot_train.exists():
         return load_train_samples(paths.cot_train), sha256_file(paths.cot_train)
-    from trace_core.data.mbeir import union_train_file
+    from trace_core.data.mbeir import train_query_files
     from trace_core.training.data import derive_z0_samples
 
     log.warning("%s missing: training on a z=0 (<|emb|>-only) file derived from the train split", paths.cot_train)
-    src = union_train_file(paths.data_root)
-    return derive_z0_samples(paths.data_root, params.base.seed, params.train.hard_negatives), sha256_file(src)
+    d, seed = params.data, params.base.seed
+    samples = derive_z0_samples(paths.data_root, seed, params.train.hard_negatives, d.train_file, d.normalize_text)
+    src = "".join(sha256_file(f) for f in train_query_files(paths.data_root, d.train_file))
+    return samples, hashlib.sha256(src.encode()).hexdigest()
 
 
-def training_arguments(params: Params, out_dir: Path, cuda: bool) -> Any:
-    """``TrainingArguments`` from params (the DeepSpeed config is generated, not a file)."""
-    from transformers import TrainingArguments
-
-    from trace_core.training.deepspeed_config import deepspeed_config
-
-    tp = params.train
-    return TrainingArguments(
-        output_dir=str(out_dir),
-        per_device_train_batch_size=tp.per_device_batch_size,
-        num_train_epochs=tp.epochs,
-        max_steps=tp.max_steps,
-        learning_rate=tp.learning_rate,
-        lr_scheduler_type=tp.lr_scheduler,
-        warmup_steps=tp.warmup_ratio,
-        weight_decay=tp.weight_decay,
-        max_grad_norm=tp.max_grad_norm,
-        bf16=tp.bf16,
-        activation_checkpointing=tp.gradient_checkpointing,
-        logging_steps=tp.logging_steps,
-        save_steps=tp.save_steps,
-        save_total_limit=tp.save_total_limit,
-        seed=params.base.seed,
-        report_to="none",
-        remove_unused_columns=False,
-        use_cpu=not cuda,
-        disable_tqdm=True,
-        deepspeed=deepspeed_config(tp, cuda) if tp.deepspeed else None,
-    )
+def train_timings(metrics_cb: Any, wall: float, peak_gpu_mem_gib: float | None) -> dict[str, Any]:
+    """Run-specific measurements of training (``metrics/timings/train.json``, never a DVC output)."""
+    rates = [h["samples_per_s"] for h in metrics_cb.history if "samples_per_s" in h]
+    return {
+        "wall_time_s": round(wall, 1),
+        "samples_per_s": round(sum(rates) / len(rates), 3) if rates else None,
+        "samples_per_s_by_step": [
+            [int(h["step"]), h["samples_per_s"]] for h in metrics_cb.history if "samples_per_s" in h
+        ],
+        "peak_gpu_mem_gib": peak_gpu_mem_gib,
+    }
 
 
-def train_summary(trainer: Any, val_cb: Any, metrics_cb: Any, wall: float, n_train: int, n_val: int) -> dict[str, Any]:
-    """The ``metrics/train.json`` content."""
+def train_summary(trainer: Any, val_cb: Any, metrics_cb: Any, n_train: int, n_val: int) -> dict[str, Any]:
+    """The ``metrics/train.json`` content: reproducible numbers only (timings go apart)."""
     hist = metrics_cb.history
     last = hist[-1] if hist else {}
-    rates = [h["samples_per_s"] for h in hist if "samples_per_s" in h]
     return {
         "steps": int(trainer.state.global_step),
         "n_train": n_train,
         "world_size": int(trainer.args.world_size),
         "n_val": n_val,
-        "wall_time_s": round(wall, 1),
-        "samples_per_s": round(sum(rates) / len(rates), 3) if rates else None,
         "final_loss": last.get("loss"),
         "final_loss_gen": last.get("loss_gen"),
         "final_loss_ret": last.get("loss_ret"),
@@ -181,9 +164,31 @@ def train_summary(trainer: Any, val_cb: Any, metrics_cb: Any, wall: float, n_tra
     }
 
 
+def summary_text(summary: dict[str, Any], k: int) -> str:
+    """One line: steps, time, final losses, validation R@k before/after against chance, registered version.
+
+    ``summary`` is ``metrics/train.json``'s content, with the wall time from the timings.
+    """
+
+    def pct(key: str) -> str:
+        value = summary.get(key)
+        return "?" if value is None else f"{100 * value:.1f}%"
+
+    def num(key: str) -> str:
+        value = summary.get(key)
+        return "?" if value is None else f"{value:.3f}"
+
+    return (
+        f"{summary['steps']} steps in {summary.get('wall_time_s') or 0:.0f} s; final loss {num('final_loss')} "
+        f"(gen {num('final_loss_gen')}, ret {num('final_loss_ret')}); validation R@{k} "
+        f"{pct(f'val_r{k}_untrained')} -> {pct(f'val_r{k}_trained')} (chance {pct(f'val_r{k}_chance')}); "
+        f"registered version {summary.get('registered_version') or '-'}"
+    )
+
+
 def curve_csv(history: list[dict[str, float]], val_history: list[tuple[int, float]], k: int) -> str:
-    """Training curve as CSV (step, losses, lr, samples/s, validation recall) for DVC plots."""
-    cols = ["loss", "loss_gen", "loss_ret", "loss_route", "learning_rate", "samples_per_s", f"val_r{k}"]
+    """Training curve as CSV (step, losses, lr, validation recall) for DVC plots; throughput is in the timings."""
+    cols = ["loss", "loss_gen", "loss_ret", "loss_route", "learning_rate", f"val_r{k}"]
     rows: dict[int, dict[str, float]] = {int(h["step"]): dict(h) for h in history}
     for step, recall in val_history:
         rows.setdefault(step, {})[f"val_r{k}"] = recall
@@ -211,22 +216,27 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
         resume = prepare_checkpoints(ckpt_root, run_key(params, data_hash))
         if resume:
             log.info("resuming from %s", resume)
-        with tracking.stage_run(params, STAGE):
-            parts = build_trainer(params, paths, samples, ckpt_root, cuda)
-            t0 = time.perf_counter()
-            parts.trainer.train(resume_from_checkpoint=resume)
-            wall = time.perf_counter() - t0
-            summary = train_summary(parts.trainer, parts.val_cb, parts.metrics_cb, wall, parts.n_train, parts.n_val)
-            summary.update(parts.counts)
-            if cuda:
-                summary["peak_gpu_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
-            save_trained(parts, params, paths.model_dir)
-            if parts.trainer.args.process_index == 0:
-                curve = paths.reports_dir / STAGE / "curve.csv"
-                write_text(curve, curve_csv(parts.metrics_cb.history, parts.val_cb.history, parts.val_cb.k))
-                write_json(paths.metrics_file(STAGE), summary)
-            tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-            tracking.log_artifact(paths.metrics_file(STAGE))
-            summary["registered_version"] = tracking.register_model(params, paths.model_dir)
-    log.info("train: %s", {k: v for k, v in summary.items() if k != "val_history"})
+        parts = build_trainer(params, paths, samples, ckpt_root, cuda)
+        t0 = time.perf_counter()
+        parts.trainer.train(resume_from_checkpoint=resume)
+        wall = time.perf_counter() - t0
+        summary = train_summary(parts.trainer, parts.val_cb, parts.metrics_cb, parts.n_train, parts.n_val)
+        summary.update(parts.counts)
+        peak = round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None
+        timings = train_timings(parts.metrics_cb, wall, peak)
+        save_trained(parts, params, paths.model_dir)
+        if is_main_process():
+            curve = paths.reports_dir / STAGE / "curve.csv"
+            text = curve_csv(parts.metrics_cb.history, parts.val_cb.history, parts.val_cb.k)
+            write_text(curve, text)
+            png = training_curve(text, curve.with_suffix(".png"), k=parts.val_cb.k, chance=parts.val_cb.chance)
+            write_json(paths.metrics_file(STAGE), summary)
+            write_json(paths.timings_file(STAGE), timings)
+            tracking.log_artifact(curve, "train")
+            tracking.log_artifact(png, "train")
+        scalars = {**summary, **timings}
+        tracking.log_metrics({k: v for k, v in scalars.items() if isinstance(v, (int, float))})
+        tracking.log_artifact(paths.metrics_file(STAGE))
+        summary["registered_version"] = tracking.register_model(params, paths.model_dir)
+    log.info("train: %s", summary_text({**summary, **timings}, parts.val_cb.k))
     return summary

@@ -1,0 +1,175 @@
+"""Export throughput: the ``trace export`` path vs the bare model forward, on the same rows, in one run.
+
+Rows are the candidates of the M-BEIR-mini pools that hold images (image decoding is what
+the workers take off the forward's critical path), the first ``--rows`` of them. Three ways
+to embed them are timed side by side, interleaved within each repeat (median of
+``--repeats``):
+
+* ``bare forward``: ``TraceModel.encode_candidates`` on batches collated beforehand (untimed),
+  i.e. the model alone: the ceiling;
+* ``export, num_workers=W`` for each ``--workers`` W: the shard path of ``trace export``
+  (:func:`~trace_core.indexing.export.encode_rank` and ``finish_set`` over one pool set: batches
+  opened, decoded and collated, forwards, L2-normalised fp16 shards and manifest written), images and collation in W
+  DataLoader workers (0 = in the exporting process, as before ``export.num_workers``).
+
+``ratio_vs_forward`` = export rows/s over bare-forward rows/s (top level: the largest W).
+The exports of every W must give identical vectors (``same_vectors``).
+
+    python bench/bench_export.py --params params.yaml --rows 512 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trace_core.config import load_params
+from trace_core.data.dataset import candidate_item
+from trace_core.data.mbeir import load_pool, local_pool_file, present_test_tasks
+from trace_core.indexing.distribute import Ranks, device_for
+from trace_core.indexing.export import ExportSet, candidate_encode_fn, encode_rank, finish_set
+from trace_core.indexing.shards import load_embeddings
+from trace_core.paths import Paths
+from trace_core.types import EncodeItem
+
+log = logging.getLogger("bench_export")
+
+
+def image_rows(paths: Paths, n: int) -> list[EncodeItem]:
+    """The first ``n`` candidates with an image, pool after pool (test tasks in order)."""
+    items: list[EncodeItem] = []
+    for task in present_test_tasks(paths.data_root):
+        pool = load_pool(local_pool_file(paths.data_root, task.stem))
+        items += [candidate_item(c, task.task_id) for c in pool if c.img_path is not None]
+        if len(items) >= n:
+            break
+    unique, seen = [], set()
+    for it in items:  # pools of one dataset share candidates: each row once
+        if it.id not in seen:
+            seen.add(it.id)
+            unique.append(it)
+    if not unique:
+        raise SystemExit(f"{paths.data_root}: no image candidates (run `trace download` first)")
+    return unique[:n]
+
+
+def time_forward(encoder: Any, batches: list[dict[str, Any]]) -> float:
+    """Seconds of the bare forwards over pre-collated, device-resident batches."""
+    t0 = time.perf_counter()
+    for batch in batches:
+        encoder.model.encode_candidates(batch).float().cpu()
+    return time.perf_counter() - t0
+
+
+def time_export(encoder: Any, items: list[EncodeItem], root: Path, bs: int, shard_size: int, out: Path) -> float:
+    """Seconds of the export path over ``items`` into the empty folder ``out`` (shards, then the manifest)."""
+    s = ExportSet("bench", out, items, {"bench": str(out)}, candidate_encode_fn(encoder, root, bs), shard_size)
+    t0 = time.perf_counter()
+    encode_rank([s], Ranks())
+    finish_set(s, encoder.dim)
+    return time.perf_counter() - t0
+
+
+def bench(encoder: Any, items: list[EncodeItem], root: Path, args: argparse.Namespace, shard_size: int) -> dict:
+    """Interleaved repeats of the bare forward and the export path for each worker count."""
+    import torch
+
+    from trace_core.model.inference import BatchCollator, split
+
+    bs = args.batch_size
+    collate = BatchCollator(encoder.proc, root, "candidate")
+    batches = [encoder._to_device(collate(b)) for b in split(items, bs)]
+    with torch.inference_mode():
+        encoder.model.encode_candidates(batches[0])  # warm-up
+    forward: list[float] = []
+    exports: dict[int, list[float]] = {w: [] for w in args.workers}
+    vectors: dict[int, np.ndarray] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            with torch.inference_mode():
+                forward.append(time_forward(encoder, batches))
+            for w in args.workers:
+                encoder.num_workers = w
+                out = Path(tmp) / f"w{w}-r{r}"
+                with torch.inference_mode():
+                    exports[w].append(time_export(encoder, items, root, bs, shard_size, out))
+                vectors[w] = load_embeddings(out / "manifest.json")[1]
+            log.info(
+                "repeat %d: forward %.2f s, export %s", r, forward[-1], {w: round(t[-1], 2) for w, t in exports.items()}
+            )
+    n = len(items)
+    fwd = n / statistics.median(forward)
+    per = {
+        str(w): {"rows_s": n / statistics.median(t), "ratio_vs_forward": n / statistics.median(t) / fwd, "seconds": t}
+        for w, t in exports.items()
+    }
+    first = vectors[args.workers[0]]
+    return {
+        "bare_forward_rows_s": fwd,
+        "bare_forward_seconds": forward,
+        "export": per,
+        "ratio_vs_forward": per[str(max(args.workers))]["ratio_vs_forward"],
+        "same_vectors": all(np.array_equal(first, v) for v in vectors.values()),
+    }
+
+
+def main() -> None:
+    """Load the model, pick the rows, run the benchmark, write the JSON."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--model-dir", type=Path, default=None, help="saved model (default: paths.model_dir)")
+    ap.add_argument("--rows", type=int, default=512, help="image candidates to embed")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: export.batch_size")
+    ap.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[0, 2])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: export.device)")
+    ap.add_argument("--out", type=Path, default=Path("bench/results/export_throughput.json"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    import torch
+
+    from trace_core.model.inference import load_encoder
+
+    params = load_params(args.params)
+    paths = Paths.from_params(params)
+    args.batch_size = args.batch_size or params.export.batch_size
+    device = args.device or device_for(params.export.device, Ranks(), torch.cuda.is_available())
+    model_dir = args.model_dir or paths.model_dir
+    if not (model_dir / "trace_meta.json").exists():
+        raise SystemExit(f"{model_dir}: no saved model (run the pipeline to `trace train`, or pass --model-dir)")
+    encoder = load_encoder(model_dir, device)
+    items = image_rows(paths, args.rows)
+    log.info("%d image candidates, batch %d, workers %s, device %s", len(items), args.batch_size, args.workers, device)
+    result = {
+        "device": device,
+        "model_id": encoder.model_id,
+        "rows": len(items),
+        "batch_size": args.batch_size,
+        "shard_size": params.export.shard_size,
+        "repeats": args.repeats,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_1m_at_start": os.getloadavg()[0],  # other processes on the machine skew CPU timings
+        "target_ratio": 0.9,
+        **bench(encoder, items, paths.data_root, args, params.export.shard_size),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    log.info(
+        "ratio_vs_forward %.3f (%s)",
+        result["ratio_vs_forward"],
+        {w: round(v["ratio_vs_forward"], 3) for w, v in result["export"].items()},
+    )
+
+
+if __name__ == "__main__":
+    main()
