@@ -22,7 +22,7 @@ export OMP_NUM_THREADS ?= 2
 export PREFECT_HOME ?= $(CURDIR)/.trace/prefect
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.trace/torch_extensions
 
-.PHONY: help install demo test test-fast test-e2e lint ablation prefect-up prefect-down prefect-run mlflow-ui milvus-up milvus-down screenshots use-preset
+.PHONY: help install demo test test-fast test-e2e lint ablation prefect-up prefect-down prefect-run mlflow-ui milvus-up milvus-down screenshots use-preset rehearsal gpu-smoke
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -53,6 +53,14 @@ lint: install ## ruff + mypy
 	$(BIN)/ruff check trace_core flows tests bench
 	$(BIN)/ruff format --check trace_core flows tests bench
 	$(BIN)/mypy
+
+rehearsal: install ## full preset's code path at toy size on 2 CPU ranks (ZeRO-3, LoRA, kill + resume, merge, export) -> reports/rehearsal.json
+	$(BIN)/python scripts/rehearsal.py -p presets/rehearsal.yaml --out reports/rehearsal.json
+
+gpu-smoke: install ## the rehearsal on CUDA (one rank per GPU, at most 2; skipped without CUDA) -> reports/gpu-smoke.json
+	@if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
+	  $(BIN)/python scripts/rehearsal.py -p presets/rehearsal.yaml --device cuda --out reports/gpu-smoke.json; \
+	else echo "gpu-smoke: no CUDA device, skipped"; fi
 
 ablation: install ## routing adaptive/never/always + a no-chain control on M-BEIR-mini -> reports/ablation.md
 	$(BIN)/python -m flows.ablation

@@ -69,13 +69,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 #: the full preset with only sizes and paths changed: a toy checkpoint in the hub layout
-#: (``scripts/make_checkpoint.py``), a small M-BEIR-mini, a few steps; everything under
-#: .trace/rehearsal. ``make rehearsal`` (scripts/rehearsal.py) runs it on two ranks.
+#: (``scripts/make_checkpoint.py``), a small M-BEIR-mini laid out by the full profile's
+#: ``from_dir`` path, a few steps; everything under .trace/rehearsal. ``make rehearsal``
+#: (scripts/rehearsal.py) runs it on two ranks.
 REHEARSAL_ROOT = ".trace/rehearsal"
 REHEARSAL: dict[str, Any] = {
     **{f"paths.{k}": f"{REHEARSAL_ROOT}/{v}" for k, v in PathsParams().model_dump().items()},
     "base.run_name": "rehearsal",
-    "download.profile": "mini",  # the same layout, generated offline
+    "download.from_dir": f"{REHEARSAL_ROOT}/mbeir-source",  # M-BEIR-mini (same layout) written there first
     "download.mini.image_size": 56,
     "download.mini.train_per_task": 4,
     "download.mini.test_per_task": 2,

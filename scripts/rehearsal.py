@@ -6,7 +6,8 @@ DeepSpeed ZeRO-3, gathered InfoNCE) with only sizes and paths changed; its model
 checkpoint in the exact hub layout written here offline. Steps, each one the pipeline's own
 command or code:
 
-1. ``trace download`` (a small M-BEIR-mini) and the toy checkpoint.
+1. A small M-BEIR-mini laid out by ``trace download`` (the full profile's ``from_dir`` path) and
+   the toy checkpoint.
 2. ``trace train`` on ``--nproc`` ranks, launched as the README tells GPU users
    (``python -m torch.distributed.run --standalone --nproc_per_node N -m trace_core.cli train``;
    gloo on the CPU): an uninterrupted reference run, then a run killed with SIGKILL (the whole
@@ -155,8 +156,7 @@ def write_variant(params_file: Path, out: Path, overrides: dict[str, Any]) -> Pa
 def rehearsal_root(params: Params, params_file: Path) -> Path:
     """The one folder every path of the rehearsal lives in (it is wiped); refuses params that spread out."""
     folders = [Path(v) for v in dump_params(params)["paths"].values()]
-    if params.model.name_or_path:
-        folders.append(Path(params.model.name_or_path))
+    folders += [Path(p) for p in (params.model.name_or_path, params.download.from_dir) if p]
     root = Path(os.path.commonpath([str(f.resolve()) for f in folders]))
     if root in (ROOT, Path.cwd().resolve(), Path(root.anchor)):
         raise ValueError(f"{params_file}: every path of a rehearsal must sit in one folder of its own (it is wiped)")
@@ -164,11 +164,19 @@ def rehearsal_root(params: Params, params_file: Path) -> Path:
 
 
 def prepare(params: Params, root: Path, env: dict[str, str], params_file: Path, logs: Path) -> None:
-    """A fresh rehearsal folder, the data (``trace download``) and the toy hub-layout checkpoint."""
+    """A fresh rehearsal folder, the data and the toy hub-layout checkpoint.
+
+    The data: M-BEIR-mini (``download.mini`` sizes) written to ``download.from_dir``, then laid
+    out by ``trace download`` as the full profile lays out a local M-BEIR copy.
+    """
+    from trace_core.data.mini import write_mini
     from trace_core.model.fixture_checkpoint import write_fixture_checkpoint
 
     shutil.rmtree(root, ignore_errors=True)
     logs.mkdir(parents=True, exist_ok=True)
+    if params.download.from_dir is None:
+        raise ValueError(f"{params_file}: download.from_dir must name the folder the small data set is written to")
+    write_mini(params.download.mini, params.base.seed, Path(params.download.from_dir))
     run_logged(stage_command("download", params_file, 1), logs / "download.log", env)
     if params.model.name_or_path is None:
         raise ValueError(f"{params_file}: model.name_or_path must name the toy checkpoint folder")
@@ -279,7 +287,7 @@ def failures(report: dict[str, Any], nproc: int) -> list[str]:
     bad = []
     if report["resume_loss_max_abs_diff"] > TOL["resume"]:
         bad.append("resume losses differ from the uninterrupted run's")
-    if report["curve_steps"] != list(range(1, report["steps"] + 1)) or not report["untrained_baseline_kept"]:
+    if report["curve_steps"] != list(range(report["steps"] + 1)) or not report["untrained_baseline_kept"]:
         bad.append("the curve or the untrained baseline did not survive the resume")
     if report["merge_embedding_max_abs_diff"] > TOL["merge"]:
         bad.append("merged embeddings differ from the unmerged LoRA model's")

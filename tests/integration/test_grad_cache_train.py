@@ -34,8 +34,8 @@ def _partition_everything(monkeypatch: pytest.MonkeyPatch) -> None:
 
     plain = dsc.deepspeed_config
 
-    def config(tp: Any) -> dict[str, Any]:
-        cfg = plain(tp)
+    def config(tp: Any, cuda: bool = True) -> dict[str, Any]:
+        cfg = plain(tp, cuda)
         cfg["zero_optimization"].update({"stage3_param_persistence_threshold": 0, "stage3_max_live_parameters": 0})
         return cfg
 

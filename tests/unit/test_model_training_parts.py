@@ -31,6 +31,14 @@ def test_deepspeed_config_validates(stage: int, offload: bool) -> None:
     assert (cfg.zero_config.offload_optimizer is not None) == offload
 
 
+def test_cpu_offload_uses_torch_adamw() -> None:
+    """DeepSpeed's CPU Adam compiles at first use (minutes per rank): on CPUs the config asks for torch's."""
+    tp = TrainParams(zero_stage=3, offload=True)
+    assert deepspeed_config(tp, cuda=False)["optimizer"]["params"]["torch_adam"] is True
+    assert "torch_adam" not in deepspeed_config(tp, cuda=True)["optimizer"]["params"]
+    assert "optimizer" not in deepspeed_config(TrainParams(zero_stage=3), cuda=False)  # the Trainer's torch AdamW
+
+
 def test_sampler_is_stratified_and_deterministic() -> None:
     tasks = [0] * 40 + [3] * 20 + [7] * 20
     s = TaskBalancedSampler(tasks, seed=1)

@@ -9,6 +9,8 @@ forward; routed query encoding lives in :mod:`trace_core.model.inference`.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,11 @@ from trace_core.model.losses import (
 )
 from trace_core.model.pooling import pool_at
 from trace_core.model.tokens import SpecialIds
+
+
+def zero3_ranks(model: nn.Module) -> bool:
+    """Whether ``model`` trains under ZeRO-3 (partitioned parameters) with several ranks."""
+    return world()[1] > 1 and any(hasattr(p, "ds_id") for p in model.parameters())
 
 
 @dataclass(frozen=True)
@@ -91,17 +98,51 @@ class TraceModel(nn.Module):
         return positions
 
     def hidden_states(self, batch: dict[str, Any], use_cache: bool = False) -> tuple[torch.Tensor, Any]:
-        """Last-layer hidden states (batch, seq, dim) and the KV cache (None without ``use_cache``)."""
+        """Last-layer hidden states (batch, seq, dim) and the KV cache (None without ``use_cache``).
+
+        Under ZeRO-3 on several ranks a batch without images still runs the vision tower (see
+        :meth:`_blank_vision`), so that every rank gathers the same parameters in the same order.
+        """
         vision = {k: batch[k] for k in VISION_KEYS if batch.get(k) is not None}
-        out = self.base.model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            position_ids=self.rope_positions(batch),
-            mm_token_type_ids=batch["mm_token_type_ids"],
-            use_cache=use_cache,
-            **vision,
-        )
+        with self._blank_vision(not vision and zero3_ranks(self)):
+            out = self.base.model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                position_ids=self.rope_positions(batch),
+                mm_token_type_ids=batch["mm_token_type_ids"],
+                use_cache=use_cache,
+                **vision,
+            )
         return out.last_hidden_state, (out.cache if use_cache else None)
+
+    @contextmanager
+    def _blank_vision(self, active: bool) -> Iterator[None]:
+        """While active, the text embedding's output gets ``0 x`` the vision tower's output on a blank image.
+
+        ZeRO-3 gathers each module's partitioned parameters with a collective when the module
+        runs: if one rank's batch (or gradient-cache chunk) has images and another's has none,
+        the ranks would call different modules and wait on each other forever. The model runs
+        the vision tower right after the text embeddings; a hook there runs it on a 2x2-patch
+        blank image and adds its output times zero, so the same modules run in the same order
+        on every rank (the merger gets a zero gradient) and the result is unchanged.
+        """
+        if not active:
+            yield
+            return
+
+        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+            vc = self.config.vision_config
+            width = int(vc.in_channels) * int(vc.temporal_patch_size) * int(vc.patch_size) ** 2
+            pixels = torch.zeros(4, width, device=output.device)
+            grid = torch.tensor([[1, 2, 2]], device=output.device)  # (t, h, w) patches: one merged token
+            feats = self.base.model.get_image_features(pixels, grid).pooler_output
+            return output + 0.0 * torch.stack([f.sum() for f in feats]).sum().to(output.dtype)
+
+        handle = self.base.model.get_input_embeddings().register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
 
     def step(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor, cache: Any

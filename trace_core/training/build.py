@@ -61,7 +61,14 @@ def train_dtype(params: Params) -> torch.dtype:
 
 
 def build_model(params: Params, samples: list[TrainSample], tokenizer_dir: Path) -> tuple[TraceModel, Backbone]:
-    """Backbone (+ LoRA) wrapped as a :class:`TraceModel`; the tiny tokenizer is kept for resume."""
+    """Backbone (+ LoRA) wrapped as a :class:`TraceModel`; the tiny tokenizer is kept for resume.
+
+    Every random initialisation here (new ``<|emb|>`` rows, LoRA A matrices) comes from
+    ``base.seed``, so it is reproducible and the same on every rank.
+    """
+    from transformers import set_seed
+
+    set_seed(params.base.seed)
     tokenizer = None
     if params.model.family == "tiny" and tokenizer_dir.exists():
         from transformers import AutoTokenizer
