@@ -458,7 +458,7 @@ def make_case(name: str, n: int, dim: int, args: argparse.Namespace) -> Case:
 def bench(args: argparse.Namespace, in_netns: bool) -> None:
     """Every size x dim x vector set x engine; rows saved after each case (partial runs survive)."""
     meta: dict[str, Any] = {
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S") + f".{time.time_ns() % 10**9:09d}",  # one id per run
         "argv": sys.argv[1:],
         "cpus": os.cpu_count(),
         "threads": args.threads,

@@ -71,6 +71,8 @@ def setup_logging(level: str = "INFO", verbose: bool | None = None) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler._trace = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+    if isinstance(handler, logging.StreamHandler):
+        handler.setStream(sys.stderr)  # the current stderr (a re-call after it was replaced writes there)
     handler.setFormatter(PlainFormatter(FORMAT))
     for old in [f for f in handler.filters if isinstance(f, QuietFilter)]:
         handler.removeFilter(old)
