@@ -72,7 +72,9 @@ def setup_logging(level: str = "INFO", verbose: bool | None = None) -> None:
         handler._trace = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     if isinstance(handler, logging.StreamHandler):
-        handler.setStream(sys.stderr)  # the current stderr (a re-call after it was replaced writes there)
+        # the current stderr (a re-call after it was replaced writes there); no flush of the old
+        # one, which may already be closed (a test runner's capture buffer)
+        handler.stream = sys.stderr
     handler.setFormatter(PlainFormatter(FORMAT))
     for old in [f for f in handler.filters if isinstance(f, QuietFilter)]:
         handler.removeFilter(old)
