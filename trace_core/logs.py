@@ -82,4 +82,5 @@ def setup_logging(level: str = "INFO", verbose: bool | None = None) -> None:
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     for name in OUR_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    logging.captureWarnings(False)  # re-arm: something may have restored warnings.showwarning since
     logging.captureWarnings(True)
