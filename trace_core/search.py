@@ -221,7 +221,9 @@ def download_champion(params: Params, version: str, cache: Path) -> Path:
     target = cache / f"v{version}"
     found = sorted(target.rglob("trace_meta.json")) if target.exists() else []
     if not found:
-        mlflow.set_tracking_uri(tracking_uri(params))
+        store = tracking_uri(params)
+        mlflow.set_tracking_uri(store)
+        mlflow.set_registry_uri(store)  # models:/ resolves in the registry: never another project's
         uri = f"models:/{params.tracking.registered_model}/{version}"
         log.info("downloading %s to %s", uri, target)
         mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target))

@@ -40,6 +40,7 @@ def env() -> dict[str, str]:
     out = {**os.environ, **TELEMETRY_OFF, "OMP_NUM_THREADS": "2", "CI": "true"}
     out["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     out.pop("MLFLOW_TRACKING_URI", None)
+    out.pop("MLFLOW_REGISTRY_URI", None)  # a test that called mlflow.set_registry_uri must not leak it
     out.pop("TRACE_PARENT_RUN_ID", None)
     return out
 

@@ -114,7 +114,7 @@ def test_mlflow_parent_children_and_registry(project: Path) -> None:
     assert champion.tags["trace.promotion"] == "champion"
 
 
-def test_registered_pyfunc_equals_load_encoder(project: Path) -> None:
+def test_registered_pyfunc_equals_load_encoder(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The champion served through MLflow embeds exactly as the saved model loaded directly."""
     import mlflow
     import numpy as np
@@ -124,6 +124,8 @@ def test_registered_pyfunc_equals_load_encoder(project: Path) -> None:
     from trace_core.types import EncodeItem
 
     uri = f"sqlite:///{project / 'mlruns.db'}"
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # undone after the test: no leak into others
+        monkeypatch.setenv(key, uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     model = mlflow.pyfunc.load_model("models:/trace-retriever@champion")
