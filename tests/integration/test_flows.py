@@ -32,10 +32,15 @@ def _artifacts(keys: list[str]) -> dict[str, object]:
 def _logs(flow_run_id: object) -> list[str]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
 
+    APILogWorker.drain_all(timeout=30)  # the log worker sends in batches: everything the run wrote, then read
+    flt = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+    messages: list[str] = []
     with get_client(sync_client=True) as client:
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-    return [log.message for log in logs]
+        while page := client.read_logs(log_filter=flt, limit=200, offset=len(messages)):  # the API caps a page
+            messages += [log.message for log in page]
+    return messages
 
 
 def _pipeline_runs(project: Path) -> list:
