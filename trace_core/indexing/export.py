@@ -280,7 +280,8 @@ def union_plan(
         base = {"side": "candidate", "pool": "union_extra", "model_id": encoder.model_id}
         out = cand_dir / "union_extra"
         extra_set = ExportSet("pool union_extra", out, items, stamp, encode, params.export.shard_size, base)
-    return UnionPlan([c.did for c in union_pool], str(union_file), extra_set)
+    source = union_file.relative_to(paths.data_root).as_posix()  # no machine path in the DVC output
+    return UnionPlan([c.did for c in union_pool], source, extra_set)
 
 
 def _task_for_dataset(dataset_id: int) -> int:
