@@ -36,7 +36,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## create .venv and install the project (CPU torch)
 
-demo: install ## run all ten stages on params.yaml (dvc repro) and print the M-BEIR and zero-shot tables
+demo: install ## run all eleven stages on params.yaml (dvc repro) and print the M-BEIR and zero-shot tables
 	scripts/demo.sh
 
 test: install ## the test suite CI runs: fast tests, then the end-to-end mini pipeline (slow)

@@ -38,7 +38,7 @@ from trace_core.data.mbeir import load_pool, local_pool_file, present_test_tasks
 from trace_core.indexing.distribute import Ranks, device_for
 from trace_core.indexing.export import ExportSet, candidate_encode_fn, encode_rank, finish_set
 from trace_core.indexing.shards import load_embeddings
-from trace_core.paths import Paths
+from trace_core.paths import Paths, served_model_dir
 from trace_core.types import EncodeItem
 
 log = logging.getLogger("bench_export")
@@ -126,7 +126,7 @@ def main() -> None:
     """Load the model, pick the rows, run the benchmark, write the JSON."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    ap.add_argument("--model-dir", type=Path, default=None, help="saved model (default: paths.model_dir)")
+    ap.add_argument("--model-dir", type=Path, default=None, help="saved model (default: the served one)")
     ap.add_argument("--rows", type=int, default=512, help="image candidates to embed")
     ap.add_argument("--batch-size", type=int, default=None, help="default: export.batch_size")
     ap.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[0, 2])
@@ -143,7 +143,7 @@ def main() -> None:
     paths = Paths.from_params(params)
     args.batch_size = args.batch_size or params.export.batch_size
     device = args.device or device_for(params.export.device, Ranks(), torch.cuda.is_available())
-    model_dir = args.model_dir or paths.model_dir
+    model_dir = args.model_dir or served_model_dir(params, paths)
     if not (model_dir / "trace_meta.json").exists():
         raise SystemExit(f"{model_dir}: no saved model (run the pipeline to `trace train`, or pass --model-dir)")
     encoder = load_encoder(model_dir, device)

@@ -38,7 +38,7 @@ from trace_core.data.mbeir import (
     query_file,
 )
 from trace_core.indexing.export import candidate_encode_fn, export_shards
-from trace_core.paths import Paths
+from trace_core.paths import Paths, served_model_dir
 
 log = logging.getLogger("bench_routing")
 EDIT_TASKS = ("cirr_task7", "fashioniq_task7")
@@ -181,7 +181,7 @@ def main() -> None:
     device = args.device or (
         "cuda" if ex.device == "auto" and torch.cuda.is_available() else "cpu" if ex.device == "auto" else ex.device
     )
-    encoder = load_encoder(paths.model_dir, device)
+    encoder = load_encoder(served_model_dir(params, paths), device)
     present = [t.stem for t in present_test_tasks(paths.data_root)]
     reason = set(params.cot_generate.routing.reason_datasets)
     direct = [s for s in present if TEST_TASKS_BY_STEM[s].dataset_id not in reason]

@@ -7,6 +7,11 @@ an MLflow pipeline run (parent tagged ``trace.ablation``):
   export, index and evaluate are forced to re-run, so every QPS is measured afresh) with
   implicit routing adaptive, never reasoning (LamRA-style direct embedding) and always
   reasoning (Table 2: R@5, routing rates, QPS);
+* ``self-chains`` / ``self-chains+reward`` / ``gold-continue`` (beyond the paper): the same
+  phase-1 checkpoint (train is cached) plus a second phase (stage ``self_train``) whose InfoNCE
+  embeds reasoning queries after the model's own chains (with the embedder-as-judge filter),
+  or, as the steps-matched control, after the gold chains only; compared with ``adaptive``,
+  ``no-chains`` and (the self-chain rows) ``gold-continue``;
 * ``no-chains``: a control trained without chains (every query routed z=0, so every
   target is ``<|emb|>`` only, and ``lambda_gen = 0``), evaluated with direct embedding
   (Table 5's "w/o CoT" row).
@@ -17,8 +22,8 @@ registry's champion/challenger aliases. The workspace is put back to the baselin
 ``reports/ablation.json`` summarise the numbers exactly as measured. Run it with
 ``make ablation`` or ``python -m flows.ablation``. Each variant's per-query hits (its local
 run file against the qrels) feed paired bootstrap 95 % intervals of adaptive minus each other
-variant, per task and for the average (``reports/ablation.png`` plots each variant's recall
-with its interval).
+variant and of each variant minus its ``references``, per task and for the average
+(``reports/ablation.png`` plots each variant's recall with its interval).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from trace_core.config import Params, apply_overrides, dump_params, load_params,
 from trace_core.data.mbeir import TEST_TASKS, present_test_tasks, qrels_file, read_qrels
 from trace_core.evaluation.ablation import (
     AVERAGE,
+    reference_pairs,
     report_markdown,
     significance_markdown,
     statistics,
@@ -59,8 +65,9 @@ class Variant:
     name: str
     overrides: dict[str, Any]
     description: str
-    table: str  # "routing" (Table 2) or "control" (Table 5)
+    table: str  # "routing" (Table 2), "control" (Table 5) or "self_chain" (beyond the paper)
     force_from: str | None = None  # re-run this stage and everything after it (fresh timings)
+    references: tuple[str, ...] = ()  # variants it is also compared with (paired intervals), besides adaptive
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -80,6 +87,32 @@ VARIANTS: tuple[Variant, ...] = (
         "same checkpoint, always reason (forced CoT)",
         "routing",
         force_from="export",
+    ),
+    # self_train runs a second phase on the cached phase-1 model (train's params are unchanged, so
+    # DVC does not re-run it); steps budget: phase 1 (train.epochs) + self_chain.epochs of phase 2.
+    Variant(
+        "self-chains",
+        {"self_chain.enabled": True, "tracking.promote": False},
+        "phase 1 as adaptive, then self_chain.epochs more on the same rows with InfoNCE after the model's own "
+        "greedy chains (L_gen on the gold chains); steps: train.epochs + self_chain.epochs; adaptive routing",
+        "self_chain",
+        references=("no-chains", "gold-continue"),
+    ),
+    Variant(
+        "self-chains+reward",
+        {"self_chain.enabled": True, "self_chain.reward": True, "tracking.promote": False},
+        "as self-chains, keeping an own chain only when its embedding scores the positive higher than the gold "
+        "chain's (else gold); steps: train.epochs + self_chain.epochs; adaptive routing",
+        "self_chain",
+        references=("no-chains", "gold-continue"),
+    ),
+    Variant(
+        "gold-continue",
+        {"self_chain.enabled": True, "self_chain.own_fraction": 0.0, "tracking.promote": False},
+        "steps-matched control of the self-chain rows: the same phase 2 on gold chains only "
+        "(self_chain.own_fraction = 0); steps: train.epochs + self_chain.epochs; adaptive routing",
+        "self_chain",
+        references=("no-chains",),
     ),
     Variant(
         "no-chains",
@@ -165,8 +198,12 @@ def variant_hits(params: Params, root: Path) -> dict[str, list[float]]:
 
 
 def write_statistics(hits: Mapping[str, Any], reports: Path, n_boot: int = 1000) -> tuple[str, dict[str, Any]]:
-    """Bootstrap intervals (adaptive vs each variant), ``reports/ablation.png``; markdown and JSON form."""
-    intervals, diffs = statistics(hits, "adaptive", n_boot=n_boot, seed=0)
+    """Bootstrap intervals (adaptive vs each variant, each variant vs its references), ``reports/ablation.png``.
+
+    Returns the markdown and the JSON form.
+    """
+    pairs = reference_pairs(list(hits), {v.name: v.references for v in VARIANTS})
+    intervals, diffs = statistics(hits, "adaptive", n_boot=n_boot, seed=0, pairs=pairs)
     order = [t for t in TEST_TASKS if t.stem in hits["adaptive"]]
     series = [
         Series(

@@ -56,6 +56,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.val_queries": 2000,
         "export.max_new_tokens": 256,
         "train.val_max_new_tokens": 256,
+        "self_chain.max_new_tokens": 256,  # as export's cap (self_chain is off unless enabled)
+        "self_chain.learning_rate": 5e-5,  # a quarter of train.learning_rate, as the mini default
+        "self_chain.batch_size": 64,
         "export.batch_size": 64,
         "export.shard_size": 65536,
         "export.num_workers": 4,  # image decoding + collation beside the GPU forward

@@ -160,6 +160,12 @@ def train(params: ParamsOpt = Path("params.yaml")) -> None:
     _run_stage(params, "train")
 
 
+@app.command("self-train")
+def self_train(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Self-chain phase 2 (self_chain.enabled): InfoNCE after the model's own chains; else a marker."""
+    _run_stage(params, "self_train")
+
+
 @app.command()
 def export(
     params: ParamsOpt = Path("params.yaml"),

@@ -59,6 +59,7 @@ class PathsParams(Section):
     zeroshot_root: str = "data/zeroshot"
     cot_dir: str = "data/cot"
     model_dir: str = "models/trace"
+    self_model_dir: str = "models/trace_self"  # phase-2 (self-chain) model; see SelfChainParams
     embeddings_dir: str = "embeddings"
     index_dir: str = "index"
     metrics_dir: str = "metrics"
@@ -388,6 +389,40 @@ class TrainParams(Section):
         return v
 
 
+class SelfChainParams(Section):
+    """Self-chain training (stage self_train, beyond the paper): InfoNCE after the model's own chains.
+
+    Phase 1 (``train``) embeds a reasoning query after the teacher's gold chain (teacher
+    forcing); export embeds it after the model's own greedy chain. With ``enabled`` the stage
+    ``self_train`` regenerates the chains of the reasoning-route (z=1) training queries with
+    the phase-1 model (the export's routed decoding, routing ``always``; cached per model id)
+    and trains a second phase from the phase-1 weights: ``L_gen`` (and the routing term) on
+    the gold chain, InfoNCE on the embedding after the model's own chain for ``own_fraction``
+    of those queries (the rest keep the gold chain; 0.0 = the steps-matched "continue on gold
+    chains" control). ``reward``: keep an own chain only when its embedding scores the
+    positive higher than the gold chain's embedding does (rejection sampling, the embedder
+    as judge), else the gold chain. Downstream stages serve ``paths.self_model_dir`` when
+    enabled, ``paths.model_dir`` otherwise.
+    """
+
+    enabled: bool = False
+    own_fraction: float = Field(1.0, ge=0.0, le=1.0, description="share of z=1 queries trained on own chains")
+    reward: bool = False
+    epochs: float = Field(1.0, gt=0.0, description="phase-2 epochs")
+    max_steps: int = Field(-1, ge=-1, description="-1 = train for `epochs`; N >= 1 stops phase 2 after N steps")
+    learning_rate: float = Field(5e-4, gt=0.0, description="phase-2 peak learning rate")
+    max_new_tokens: int = Field(192, ge=1, description="cap of a regenerated chain, as export.max_new_tokens")
+    batch_size: PositiveInt = 32  # queries per decoding batch
+    max_queries: int | None = Field(None, ge=1, description="first N distinct z=1 training queries; null = all")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _max_steps(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("must be -1 (train for `epochs`) or >= 1")
+        return v
+
+
 class ExportParams(Section):
     """Embedding export with implicit routing.
 
@@ -499,6 +534,7 @@ class Params(Section):
     cot_build: CotBuildParams = CotBuildParams()
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
+    self_chain: SelfChainParams = SelfChainParams()
     export: ExportParams = ExportParams()
     index: IndexParams = IndexParams()
     evaluate: EvaluateParams = EvaluateParams()

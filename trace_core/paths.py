@@ -16,6 +16,7 @@ class Paths:
     zeroshot_root: Path
     cot_dir: Path
     model_dir: Path
+    self_model_dir: Path
     embeddings_dir: Path
     index_dir: Path
     metrics_dir: Path
@@ -32,6 +33,7 @@ class Paths:
             zeroshot_root=base / p.zeroshot_root,
             cot_dir=base / p.cot_dir,
             model_dir=base / p.model_dir,
+            self_model_dir=base / p.self_model_dir,
             embeddings_dir=base / p.embeddings_dir,
             index_dir=base / p.index_dir,
             metrics_dir=base / p.metrics_dir,
@@ -64,6 +66,11 @@ class Paths:
     def cot_train(self) -> Path:
         """The M-BEIR-CoT training file read by the train stage."""
         return self.cot_dir / "mbeir_cot_train.jsonl"
+
+    @property
+    def self_chains_dir(self) -> Path:
+        """The model's own chains of the z=1 training queries, one file per model id (stage self_train)."""
+        return self.cot_dir / "self_chains"
 
     # --- reports and metrics ------------------------------------------------------
     @property
@@ -98,3 +105,12 @@ class Paths:
     def index_manifest(self) -> Path:
         """Manifest of the built index."""
         return self.index_dir / "manifest.json"
+
+
+def served_model_dir(params: Params, paths: Paths) -> Path:
+    """The model every stage after training loads: phase 2 (``self_model_dir``) with ``self_chain.enabled``.
+
+    Otherwise the phase-1 model of the train stage (``model_dir``); stages that call this list
+    ``self_chain.enabled`` among their params and both folders among their deps.
+    """
+    return paths.self_model_dir if params.self_chain.enabled else paths.model_dir

@@ -34,7 +34,7 @@ from trace_core.data.mbeir import (
     present_test_tasks,
 )
 from trace_core.io import DataError, read_json, write_json
-from trace_core.paths import Paths
+from trace_core.paths import Paths, served_model_dir
 from trace_core.types import CandidateRecord, EncodeItem, QueryRecord, RoutingMode, routing_mode
 
 if TYPE_CHECKING:
@@ -243,11 +243,12 @@ def load_model(params: Params, paths: Paths, model_dir: Path | None) -> tuple[Tr
             raise FileNotFoundError(f"{model_dir}: not a saved TRACE model (no trace_meta.json)")
         return load_encoder(model_dir, device), str(model_dir)
     version, model_id, source = cached_champion(params, paths.state_dir / "champion" / "alias.json")
-    if (paths.model_dir / "trace_meta.json").exists():
-        encoder = load_encoder(paths.model_dir, device)
+    local = served_model_dir(params, paths)
+    if (local / "trace_meta.json").exists():
+        encoder = load_encoder(local, device)
         if encoder.model_id == model_id:
-            return encoder, f"{source}, weights in {paths.model_dir}"
-        log.info("%s holds model %s, the champion is %s", paths.model_dir, encoder.model_id, model_id)
+            return encoder, f"{source}, weights in {local}"
+        log.info("%s holds model %s, the champion is %s", local, encoder.model_id, model_id)
     folder = download_champion(params, version, paths.state_dir / "champion")
     return load_encoder(folder, device), f"{source}, weights in {folder}"
 

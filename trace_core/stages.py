@@ -29,6 +29,7 @@ from trace_core.evaluation.zeroshot.stage import run as evaluate_zeroshot_run
 from trace_core.indexing.build_index import run as index_run
 from trace_core.indexing.export import run as export_run
 from trace_core.paths import Paths
+from trace_core.training.self_train import run as self_train_run
 from trace_core.training.train import run as train_run
 
 #: the real M-BEIR parser, its record types and the resolver of the files records name.
@@ -186,10 +187,22 @@ STAGES: dict[str, Stage] = {
             metrics="train",
         ),
         Stage(
+            "self_train",
+            self_train_run,
+            "train",
+            params=("base.seed", "data", "model", "train", "self_chain"),
+            code=(*COMMON_CODE, *DATA_CODE, *MODEL_CODE, "trace_core/plots.py", "trace_core/ranks.py")
+            + ("trace_core/training",),
+            # the chains are cached per model id across runs (persist); the folder is a marker when disabled
+            outs=("${paths.cot_dir}/self_chains", "${paths.self_model_dir}"),
+            metrics="self_train",
+        ),
+        Stage(
             "export",
             export_run,
             "index",
-            params=("base.seed", "data.normalize_text", "model.max_length", "export"),
+            # self_chain.enabled picks the served model (paths.served_model_dir)
+            params=("base.seed", "data.normalize_text", "model.max_length", "self_chain.enabled", "export"),
             code=(*COMMON_CODE, *DATA_CODE, *MODEL_CODE, *EXPORT_CODE),
             outs=("${paths.embeddings_dir}",),
             artifacts=_export_artifacts,
@@ -225,7 +238,7 @@ STAGES: dict[str, Stage] = {
             "evaluate",
             # queries are encoded as export encodes M-BEIR queries (routing, cap, batch, device)
             params=("export.routing", "export.max_new_tokens", "export.batch_size", "export.device")
-            + ("evaluate_zeroshot",),
+            + ("self_chain.enabled", "evaluate_zeroshot"),
             code=(*COMMON_CODE, "trace_core/data/normalize.py", "trace_core/data/zeroshot.py")
             + (*MODEL_CODE, "trace_core/indexing/backend.py", "trace_core/evaluation/metrics.py")
             + ("trace_core/evaluation/zeroshot", "trace_core/flatten.py"),

@@ -98,6 +98,9 @@ class TrainSample:
 
     ``target`` is the assistant response the generation loss teaches, ending with the
     ``<|emb|>`` token: ``"<|emb|>"`` for z=0, ``"reasoning\nanswer<|emb|>"`` for z=1.
+    ``embed_target`` (self-chain training, never in the file): a response ending with
+    ``<|emb|>`` after which the query's InfoNCE embedding is pooled instead (the model's own
+    chain); ``target`` then only carries the generation loss. None: pooled after ``target``.
     """
 
     qid: str
@@ -109,3 +112,4 @@ class TrainSample:
     target: str
     instruction: str = ""
     negatives: tuple[EncodeItem, ...] = field(default_factory=tuple)
+    embed_target: str | None = None

@@ -15,8 +15,8 @@ from trace_core.paths import Paths
 from trace_core.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
-NINE = ["download", "validate", "cot_generate", "cot_curate", "cot_build", "train", "export", "index", "evaluate"]
-TEN = [*NINE, "evaluate_zeroshot"]
+PIPELINE = ["download", "validate", "cot_generate", "cot_curate", "cot_build", "train", "self_train", "export"]
+ELEVEN = [*PIPELINE, "index", "evaluate", "evaluate_zeroshot"]
 #: code a stage may run without listing it: MLflow logging never changes a stage's outputs.
 NOT_CODE_DEPS = ("trace_core.tracking",)
 
@@ -39,8 +39,8 @@ def _lookup(raw: dict, dotted: str) -> object:
     return node
 
 
-def test_ten_stages_in_order(dvc_yaml: dict) -> None:
-    assert list(dvc_yaml["stages"]) == list(STAGES) == TEN
+def test_eleven_stages_in_order(dvc_yaml: dict) -> None:
+    assert list(dvc_yaml["stages"]) == list(STAGES) == ELEVEN
 
 
 def test_every_params_key_exists(dvc_yaml: dict, params_raw: dict) -> None:
@@ -120,6 +120,7 @@ def test_dvc_resolves_templated_paths() -> None:
         "cot_curate": paths.cot_curated,
         "cot_build": paths.cot_train,
         "train": paths.model_dir,
+        "self_train": paths.self_model_dir,
         "export": paths.embeddings_dir,
         "index": paths.index_manifest,
         "evaluate": paths.metrics_file("mbeir"),
@@ -133,3 +134,14 @@ def test_dvc_resolves_templated_paths() -> None:
     assert str(paths.zeroshot_root) in outs["download"]
     assert {str(paths.model_dir), str(paths.zeroshot_root)} <= deps["evaluate_zeroshot"]
     assert str(paths.metrics_file("zeroshot")) in outs["evaluate_zeroshot"]
+    # both load the served model (paths.served_model_dir): phase 1, or phase 2 with self_chain.enabled
+    for stage in ("export", "evaluate_zeroshot"):
+        assert {str(paths.model_dir), str(paths.self_model_dir)} <= deps[stage], stage
+    assert str(paths.self_chains_dir) in outs["self_train"]
+
+
+def test_stages_serving_the_model_read_the_switch(dvc_yaml: dict) -> None:
+    """A stage that loads the served model re-runs when self_chain.enabled flips."""
+    for name in ("export", "evaluate_zeroshot"):
+        assert "self_chain.enabled" in dvc_yaml["stages"][name]["params"], name
+    assert "persist" in json.dumps(dvc_yaml["stages"]["self_train"]["outs"])

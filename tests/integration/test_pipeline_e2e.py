@@ -1,4 +1,4 @@
-"""The whole pipeline, once: `dvc repro` of all ten stages on a shrunken M-BEIR-mini (+ zero-shot-mini).
+"""The whole pipeline, once: `dvc repro` of all eleven stages on a shrunken M-BEIR-mini (+ zero-shot-mini).
 
 Slow (minutes on two cores); `make test` / CI run it after the fast suite.
 """
@@ -22,6 +22,7 @@ STAGES = [
     "cot_curate",
     "cot_build",
     "train",
+    "self_train",
     "export",
     "index",
     "evaluate",

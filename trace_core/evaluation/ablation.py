@@ -85,6 +85,22 @@ def report_markdown(
     """The whole ``reports/ablation.md`` (with the bootstrap section when ``significance`` is given)."""
     routing = {n: s for n, s in rows.items() if meta["tables"].get(n) == "routing"}
     control = {n: s for n, s in rows.items() if n == "adaptive" or meta["tables"].get(n) == "control"}
+    self_chain = {
+        n: s for n, s in rows.items() if n in ("adaptive", "no-chains") or meta["tables"].get(n) == "self_chain"
+    }
+    self_section = (
+        [
+            "## Training on the model's own chains (beyond the paper)",
+            "",
+            routing_table(self_chain),
+            "",
+            *deltas(self_chain, "adaptive"),
+            *deltas({n: s for n, s in self_chain.items() if n != "adaptive"}, "no-chains"),
+            "",
+        ]
+        if any(meta["tables"].get(n) == "self_chain" for n in rows)
+        else []
+    )
     parts = [
         "# Ablation on M-BEIR-mini",
         "",
@@ -105,6 +121,7 @@ def report_markdown(
         "",
         *deltas(control, "adaptive"),
         "",
+        *self_section,
         *(
             ["## Which differences are significant", "", significance, "", "![ablation](ablation.png)", ""]
             if significance
@@ -254,20 +271,39 @@ def task_hits(
     return {task: [hit_at_k(rankings.get(q, ()), pos[q], ks[task]) for q in sorted(pos)] for task, pos in qrels.items()}
 
 
+def reference_pairs(names: Sequence[str], references: Mapping[str, Sequence[str]]) -> list[tuple[str, str]]:
+    """``(variant, reference)`` pairs to compare beyond the base: each variant's references that were run.
+
+    Args:
+        names: the variants that have per-query hits, in order.
+        references: variant -> the variants it is measured against (e.g. the self-chain rows
+            against the no-chain control and the steps-matched gold-chain continuation).
+    """
+    present = set(names)
+    return [(n, ref) for n in names for ref in references.get(n, ()) if ref in present and ref != n]
+
+
 def statistics(
-    hits: Mapping[str, TaskHits], base: str, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+    hits: Mapping[str, TaskHits],
+    base: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    pairs: Sequence[tuple[str, str]] = (),
 ) -> tuple[dict[str, dict[str, Interval]], dict[str, dict[str, Interval]]]:
-    """Per-variant recall intervals and ``base`` minus each other variant, on one shared resample.
+    """Per-variant recall intervals, ``base`` minus each other variant and each ``a - b`` of ``pairs``.
+
+    Every comparison uses one shared resample (so all are paired, the extra pairs included).
 
     Returns:
         ``(intervals, differences)``: ``variant -> task|"average" -> Interval`` and
-        ``"<base> - <variant>" -> task|"average" -> Interval``.
+        ``"<a> - <b>" -> task|"average" -> Interval`` (the base comparisons first).
     """
     if base not in hits:
         raise ValueError(f"no per-query hits of the base variant {base!r}")
     sizes = {task: len(h) for task, h in hits[base].items()}
     idx = bootstrap_indices(sizes, n_boot, seed)
     intervals = {name: recall_intervals(h, idx, level) for name, h in hits.items()}
-    others = [name for name in hits if name != base]
-    diffs = {f"{base} - {name}": paired_differences(hits[base], hits[name], idx, level) for name in others}
+    others = [(base, name) for name in hits if name != base]
+    diffs = {f"{a} - {b}": paired_differences(hits[a], hits[b], idx, level) for a, b in [*others, *pairs]}
     return intervals, diffs

@@ -53,7 +53,7 @@ from trace_core.indexing.shards import (
 )
 from trace_core.indexing.union import UNION, write_union
 from trace_core.io import DataError, iter_jsonl, read_json, write_json, write_jsonl
-from trace_core.paths import Paths
+from trace_core.paths import Paths, served_model_dir
 from trace_core.types import EncodeItem, RoutingMode, routing_mode
 
 log = logging.getLogger(__name__)
@@ -406,7 +406,7 @@ def _load_encoder(params: Params, paths: Paths, ranks: Ranks) -> Encoder:
     from trace_core.model.inference import load_encoder
 
     device = device_for(params.export.device, ranks, torch.cuda.is_available())
-    return load_encoder(paths.model_dir, device, params.export.num_workers)
+    return load_encoder(served_model_dir(params, paths), device, params.export.num_workers)
 
 
 def run(params: Params, paths: Paths, routing: str | None = None, encoder: Encoder | None = None) -> dict[str, Any]:

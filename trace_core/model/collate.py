@@ -197,11 +197,15 @@ def encode_items(
 
 @dataclass
 class TrainCollator:
-    """Batch of training samples -> one forward's inputs over [queries; positives; negatives].
+    """Batch of training samples -> one forward's inputs over [queries; positives; negatives; own chains].
 
     Query rows are teacher-forced with their target (labelled); candidate rows end with
     ``<|emb|>`` (not labelled). Up to ``hard_negatives`` negatives per sample are appended
-    as extra candidate rows.
+    as extra candidate rows. Samples with an ``embed_target`` (self-chain training) add one
+    unlabelled query row each, prompt + ``embed_target``, after the candidates; then
+    ``query_rows`` (queries,) names the row whose pooled state is each query's InfoNCE
+    embedding (its own-chain row, else its gold row) and ``own_rows`` counts the added rows.
+    Without any ``embed_target`` the batch is exactly the plain one (neither key is set).
     """
 
     proc: Processors
@@ -211,13 +215,22 @@ class TrainCollator:
     def __call__(self, samples: list[TrainSample]) -> dict[str, Any]:
         """Collate samples (the Trainer's ``data_collator``)."""
         negs = [n for s in samples for n in s.negatives[: self.hard_negatives]]
-        items = [s.query for s in samples] + [s.positive for s in samples] + negs
-        n_q = len(samples)
+        own = [(i, s.query, s.embed_target) for i, s in enumerate(samples) if s.embed_target is not None]
+        items = [s.query for s in samples] + [s.positive for s in samples] + negs + [q for _, q, _ in own]
+        n_q, n_own = len(samples), len(own)
+        n_cand = len(items) - n_q - n_own
         query: list[Side] = ["query"]
         candidate: list[Side] = ["candidate"]
-        sides = query * n_q + candidate * (len(items) - n_q)
-        responses = [s.target for s in samples] + [self.proc.emb_token] * (len(items) - n_q)
+        sides = query * n_q + candidate * n_cand + query * n_own
+        responses = [s.target for s in samples] + [self.proc.emb_token] * n_cand
+        responses += [target for _, _, target in own]
         labelled = [True] * n_q + [False] * (len(items) - n_q)
         batch: dict[str, Any] = encode_items(self.proc, items, sides, responses, labelled, self.image_root)
         batch["n_queries"] = n_q
+        if own:
+            rows = list(range(n_q))
+            for j, (i, _, _) in enumerate(own):
+                rows[i] = n_q + n_cand + j
+            batch["query_rows"] = torch.tensor(rows, dtype=torch.long)
+            batch["own_rows"] = n_own
         return batch

@@ -138,12 +138,13 @@ def _decode(
 
 @dataclass(frozen=True)
 class QueryEncoding:
-    """Routed query embeddings with their routes and chains."""
+    """Routed query embeddings with their routes and chains (``token_ids``: each chain's generated ids)."""
 
     vectors: np.ndarray
     routes: list[str]
     new_tokens: list[int]
     chains: list[str]
+    token_ids: list[list[int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,23 @@ class TraceEncoder:
             for j, r in enumerate(rows):
                 vecs[r], routes[r], generated[r] = out[j], res.routes[j], res.generated[j]
         chains = [self.proc.tokenizer.decode(g, skip_special_tokens=True) if g else "" for g in generated]
-        return QueryEncoding(vecs, routes, [len(g) for g in generated], chains)
+        return QueryEncoding(vecs, routes, [len(g) for g in generated], chains, generated)
+
+    def encode_forced(
+        self, items: Sequence[EncodeItem], responses: Sequence[str], image_root: Path, batch_size: int
+    ) -> np.ndarray:
+        """Teacher-forced query embeddings (n, dim): one forward over prompt + response each.
+
+        Each response ends with ``<|emb|>``; the embedding is the state that predicts it (as in
+        training), e.g. a query's embedding after a given chain.
+        """
+        out = [np.zeros((0, self.dim), dtype=np.float32)]
+        for start in tqdm(range(0, len(items), batch_size), desc="encode forced", disable=None, leave=False):
+            chunk, resp = items[start : start + batch_size], responses[start : start + batch_size]
+            n = len(chunk)
+            batch = encode_items(self.proc, chunk, ["query"] * n, resp, [False] * n, image_root)
+            out.append(self.model.encode_candidates(self._to_device(batch)).float().cpu().numpy())
+        return np.concatenate(out, axis=0)
 
     def _routed(self, chunk: Sequence[EncodeItem], image_root: Path, mode: RoutingMode, cap: int) -> RoutedBatch:
         batch = BatchCollator(self.proc, image_root, "query")(chunk)

@@ -221,19 +221,25 @@ class TraceModel(nn.Module):
         """Training step: one forward over [queries; candidates] -> losses.
 
         ``batch`` comes from :class:`~trace_core.model.collate.TrainCollator`: rows
-        ``[:n_queries]`` are teacher-forced queries, the rest candidates (positives first).
+        ``[:n_queries]`` are teacher-forced queries, then candidates (positives first), then
+        ``own_rows`` unlabelled own-chain query rows; ``query_rows`` (when set) picks each
+        query's InfoNCE row (self-chain training), else rows ``[:n_queries]`` are used.
         With ``head.grad_cache_chunk`` below the row count the rows run in chunks
         (:meth:`embed_chunked`); the losses are the same.
         """
         n_q = int(batch.pop("n_queries"))
+        query_rows = batch.pop("query_rows", None)  # (queries,) self-chain training: own-chain rows
+        n_own = int(batch.pop("own_rows", 0))
         labels = batch.pop("labels")  # (rows, seq)
         size = self.head.grad_cache_chunk
         if 0 < size < labels.shape[0]:
             emb, loss_gen, loss_route = self.embed_chunked(batch, labels, size)
         else:
             emb, loss_gen, loss_route = self.embed_and_generation_loss(batch, labels)
-        n_neg = emb.shape[0] - 2 * n_q
-        loss_ret, acc = info_nce_from_embeddings(emb[:n_q], emb[n_q:], self.temperature(), self.head.gather, n_neg)
+        queries = emb[:n_q] if query_rows is None else emb[query_rows]  # (queries, dim)
+        cands = emb[n_q : emb.shape[0] - n_own]  # (queries + negatives, dim)
+        n_neg = cands.shape[0] - n_q
+        loss_ret, acc = info_nce_from_embeddings(queries, cands, self.temperature(), self.head.gather, n_neg)
         ret_scale = float(world()[1]) if self.head.gather else 1.0
         h = self.head
         loss = combine(loss_gen, loss_ret, h.lambda_gen, h.lambda_ret, ret_scale, loss_route, h.lambda_route)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Iterator
@@ -83,6 +84,27 @@ def build_model(params: Params, samples: list[TrainSample], tokenizer_dir: Path)
     return TraceModel(trainable, bb.proc.ids, head_config(params)), bb
 
 
+def load_model(params: Params, init_dir: Path) -> tuple[TraceModel, Backbone]:
+    """A saved TRACE model (weights, tokenizer, processors) prepared for further training.
+
+    Phase 2 of self-chain training starts here from the phase-1 model: LoRA (when
+    ``model.lora``) gets fresh adapters over the merged weights (seeded by ``base.seed``) and the
+    softmax temperature is the saved model's (the learned one under ``learnable_temperature``).
+    """
+    from transformers import set_seed
+
+    from trace_core.model.checkpoint import load_saved, read_meta
+
+    set_seed(params.base.seed)
+    meta = read_meta(init_dir)
+    bb = load_saved(init_dir, params.model, meta["model_class"], train_dtype(params))
+    trainable = prepare_trainable(bb.model, params.model, bb.proc.ids.emb)
+    if params.train.deepspeed and params.train.zero_stage == 3:
+        register_zero3_token_params(trainable)
+    head = dataclasses.replace(head_config(params), temperature=float(meta["temperature"]))
+    return TraceModel(trainable, bb.proc.ids, head), bb
+
+
 def training_arguments(params: Params, out_dir: Path, cuda: bool) -> Any:
     """``TrainingArguments`` from params (the DeepSpeed config is generated, not a file)."""
     from transformers import TrainingArguments
@@ -136,13 +158,22 @@ def register_zero3_token_params(model: Any) -> int:
     return len(layers)
 
 
-def build_trainer(params: Params, paths: Paths, samples: list[TrainSample], ckpt_root: Path, cuda: bool) -> TrainParts:
-    """Model, data, callbacks and the :class:`TraceTrainer`."""
+def build_trainer(
+    params: Params, paths: Paths, samples: list[TrainSample], ckpt_root: Path, cuda: bool, init_dir: Path | None = None
+) -> TrainParts:
+    """Model, data, callbacks and the :class:`TraceTrainer`.
+
+    ``init_dir``: a saved model to continue training from (:func:`load_model`); None builds
+    the backbone afresh (:func:`build_model`).
+    """
     from transformers import PrinterCallback
 
     tp = params.train
     train, val = split_validation(samples, tp.val_queries, params.base.seed)
-    model, bb = build_model(params, samples, ckpt_root / "tokenizer")
+    if init_dir is None:
+        model, bb = build_model(params, samples, ckpt_root / "tokenizer")
+    else:
+        model, bb = load_model(params, init_dir)
     counts = {"params_total": count_parameters(model), "params_trainable": count_parameters(model, trainable_only=True)}
     log.info(
         "model: %s parameters (%s trainable); %d train / %d validation samples",

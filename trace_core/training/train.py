@@ -52,9 +52,9 @@ def configure_environment(params: Params, paths: Paths, cuda: bool) -> None:
         )
 
 
-def checkpoint_dir(paths: Paths) -> Path:
-    """Where Trainer checkpoints of the train stage are kept."""
-    return paths.state_dir / STAGE / "checkpoints"
+def checkpoint_dir(paths: Paths, stage: str = STAGE) -> Path:
+    """Where Trainer checkpoints of a training stage (``train``, ``self_train``) are kept."""
+    return paths.state_dir / stage / "checkpoints"
 
 
 def run_key(params: Params, data_hash: str) -> str:
@@ -199,12 +199,52 @@ def curve_csv(history: list[dict[str, float]], val_history: list[tuple[int, floa
     return "\n".join(lines) + "\n"
 
 
+def fit(
+    params: Params,
+    paths: Paths,
+    samples: list[Any],
+    key: str,
+    ckpt_root: Path,
+    out_dir: Path,
+    cuda: bool,
+    init_dir: Path | None = None,
+    save_params: Params | None = None,
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Train (resuming from a checkpoint of the same ``key``) and save the model to ``out_dir``.
+
+    Shared by ``train`` (phase 1, a fresh backbone) and ``self_train`` (phase 2 from
+    ``init_dir``). ``save_params`` (default ``params``) go into the saved ``trace_meta.json``.
+    Call inside :func:`~trace_core.training.build.deepspeed_scope` after
+    :func:`configure_environment`.
+
+    Returns:
+        The trainer parts, the summary (``train_summary`` + parameter counts) and the timings.
+    """
+    import torch
+
+    from trace_core.training.build import build_trainer, save_trained
+
+    resume = prepare_checkpoints(ckpt_root, key)
+    if resume:
+        log.info("resuming from %s", resume)
+    parts = build_trainer(params, paths, samples, ckpt_root, cuda, init_dir)
+    t0 = time.perf_counter()
+    parts.trainer.train(resume_from_checkpoint=resume)
+    wall = time.perf_counter() - t0
+    summary = train_summary(parts.trainer, parts.val_cb, parts.metrics_cb, parts.n_train, parts.n_val)
+    summary.update(parts.counts)
+    peak = round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None
+    timings = train_timings(parts.metrics_cb, wall, peak)
+    save_trained(parts, save_params or params, out_dir)
+    return parts, summary, timings
+
+
 def run(params: Params, paths: Paths) -> dict[str, Any]:
     """Train, save the model and metrics, log and register in MLflow."""
     import torch
 
     from trace_core import tracking
-    from trace_core.training.build import build_trainer, deepspeed_scope, save_trained
+    from trace_core.training.build import deepspeed_scope
 
     if params.model.emb_token != EMB_TOKEN:
         raise ValueError(f"model.emb_token must be {EMB_TOKEN} (the training file's target token)")
@@ -213,18 +253,9 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
         configure_environment(params, paths, cuda)
         samples, data_hash = load_samples(params, paths)
         ckpt_root = checkpoint_dir(paths)
-        resume = prepare_checkpoints(ckpt_root, run_key(params, data_hash))
-        if resume:
-            log.info("resuming from %s", resume)
-        parts = build_trainer(params, paths, samples, ckpt_root, cuda)
-        t0 = time.perf_counter()
-        parts.trainer.train(resume_from_checkpoint=resume)
-        wall = time.perf_counter() - t0
-        summary = train_summary(parts.trainer, parts.val_cb, parts.metrics_cb, parts.n_train, parts.n_val)
-        summary.update(parts.counts)
-        peak = round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None
-        timings = train_timings(parts.metrics_cb, wall, peak)
-        save_trained(parts, params, paths.model_dir)
+        parts, summary, timings = fit(
+            params, paths, samples, run_key(params, data_hash), ckpt_root, paths.model_dir, cuda
+        )
         if is_main_process():
             curve = paths.reports_dir / STAGE / "curve.csv"
             text = curve_csv(parts.metrics_cb.history, parts.val_cb.history, parts.val_cb.k)

@@ -1,6 +1,6 @@
 """Stage ``evaluate_zeroshot``: the paper's zero-shot suite with the trained model.
 
-Reads the trained model (``paths.model_dir``) and the zero-shot root; encodes every task's
+Reads the served model (:func:`~trace_core.paths.served_model_dir`) and the zero-shot root; encodes every task's
 queries (routed, with ``export``'s routing settings, through the same prompt/collate path as
 M-BEIR queries) and candidates, ranks exactly in memory, scores, and writes
 ``metrics/zeroshot.json`` (13 columns, per-task metrics, routing), ``reports/zeroshot.md``
@@ -31,7 +31,7 @@ from trace_core.evaluation.zeroshot.report import collect_metrics, markdown
 from trace_core.evaluation.zeroshot.score import rank_task, run_entries, task_metrics
 from trace_core.evaluation.zeroshot.suite import load_suite
 from trace_core.io import atomic_open, read_json, write_json, write_text
-from trace_core.paths import Paths
+from trace_core.paths import Paths, served_model_dir
 from trace_core.types import EncodeItem, RoutingMode, routing_mode
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def run(params: Params, paths: Paths, encoder: Encoder | None = None) -> dict[st
     if encoder is None and tasks:
         from trace_core.model.inference import load_encoder
 
-        loaded = load_encoder(paths.model_dir, _device(ex.device))
+        loaded = load_encoder(served_model_dir(params, paths), _device(ex.device))
         if zp.max_length is not None:  # interleaved queries may need a longer prompt than training's
             loaded.proc = dataclasses.replace(loaded.proc, max_length=zp.max_length)
         encoder = loaded
