@@ -145,3 +145,72 @@ def test_flow_statistics_write_the_plot(tmp_path: Path) -> None:
     text, stats = flow.write_statistics(hits, tmp_path, n_boot=200)
     assert (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
     assert "adaptive - never" in text and stats["differences"]["adaptive - never"]["average"]["value"] == 10 / 64
+
+
+# --- self-chain rows: compared with adaptive and with their references -----------------------------
+def test_reference_pairs_keep_only_variants_that_ran() -> None:
+    refs = {"self-chains": ("no-chains", "gold-continue"), "gold-continue": ("no-chains",), "never": ()}
+    names = ["adaptive", "never", "self-chains", "gold-continue"]  # no-chains did not run
+    assert ablation.reference_pairs(names, refs) == [("self-chains", "gold-continue")]
+    names.append("no-chains")
+    assert ablation.reference_pairs(names, refs) == [
+        ("self-chains", "no-chains"),
+        ("self-chains", "gold-continue"),
+        ("gold-continue", "no-chains"),
+    ]
+
+
+def test_statistics_add_the_reference_comparisons_on_the_shared_resample() -> None:
+    hits = {
+        "adaptive": {s: [1.0] * 20 + [0.0] * 44 for s in STEMS},
+        "self-chains": {s: [1.0] * 24 + [0.0] * 40 for s in STEMS},
+        "no-chains": {s: [1.0] * 8 + [0.0] * 56 for s in STEMS},
+    }
+    pairs = [("self-chains", "no-chains")]
+    _, diffs = ablation.statistics(hits, "adaptive", n_boot=300, pairs=pairs)
+    assert list(diffs) == ["adaptive - self-chains", "adaptive - no-chains", "self-chains - no-chains"]
+    assert diffs["self-chains - no-chains"]["average"].value == 16 / 64
+    assert diffs["self-chains - no-chains"]["average"].significant
+    assert diffs["adaptive - self-chains"]["average"].value == -4 / 64
+
+
+def test_flow_variants_self_chain_rows_and_statistics(tmp_path: Path) -> None:
+    by_name = {v.name: v for v in flow.VARIANTS}
+    assert {"self-chains", "self-chains+reward", "gold-continue"} <= set(by_name)
+    for name in ("self-chains", "self-chains+reward", "gold-continue"):
+        v = by_name[name]
+        p = flow.with_overrides(Params(), v.overrides)
+        assert p.self_chain.enabled and not p.tracking.promote and v.force_from is None and v.table == "self_chain"
+        assert p.train == Params().train and p.model == Params().model  # phase 1 is the cached baseline
+        assert "no-chains" in v.references and "self_chain.epochs" in v.description
+    assert flow.with_overrides(Params(), by_name["self-chains+reward"].overrides).self_chain.reward
+    assert flow.with_overrides(Params(), by_name["gold-continue"].overrides).self_chain.own_fraction == 0.0
+    hits = {
+        name: {t.stem: [1.0] * k + [0.0] * (64 - k) for t in TEST_TASKS}
+        for name, k in (("adaptive", 20), ("self-chains", 22), ("gold-continue", 21), ("no-chains", 10))
+    }
+    text, stats = flow.write_statistics(hits, tmp_path, n_boot=100)
+    assert {"self-chains - no-chains", "self-chains - gold-continue", "gold-continue - no-chains"} <= set(
+        stats["differences"]
+    )
+    assert "- self-chains - no-chains: average +18.8 points" in text
+
+
+def test_report_has_the_self_chain_section() -> None:
+    rows = {n: _row(r, 0.25, 40.0) for n, r in (("adaptive", 0.5), ("self-chains", 0.55), ("no-chains", 0.3))}
+    meta = {
+        "git_commit": "0123456789abcdef",
+        "profile": "mini",
+        "experiments": {n: f"ablation-{n}" for n in rows},
+        "mlflow": {n: "run" for n in rows},
+        "descriptions": {n: n for n in rows},
+        "overrides": {n: {} for n in rows},
+        "tables": {"adaptive": "routing", "self-chains": "self_chain", "no-chains": "control"},
+    }
+    text = ablation.report_markdown(rows, meta)
+    section = text.split("## Training on the model's own chains (beyond the paper)")[1].split("##")[0]
+    assert "| self-chains |" in section and "| no-chains |" in section and "| adaptive |" in section
+    assert "`self-chains` vs `adaptive`: average 55.0 vs 50.0 (+5.0 points)" in section
+    assert "`self-chains` vs `no-chains`: average 55.0 vs 30.0 (+25.0 points)" in section
+    without = {n: s for n, s in rows.items() if n != "self-chains"}
+    assert "own chains" not in ablation.report_markdown(without, meta)

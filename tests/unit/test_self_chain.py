@@ -234,10 +234,9 @@ def test_collator_without_embed_targets_is_the_plain_batch(micro_model: Any) -> 
     samples = _batch_samples()
     batch = TrainCollator(proc, root, hard_negatives=1)(samples)
     items = [s.query for s in samples] + [s.positive for s in samples] + [s.negatives[0] for s in samples]
-    plain = encode_items(
-        proc, items, ["query"] * 3 + ["candidate"] * 6, [s.target for s in samples] + ["<|emb|>"] * 6,
-        [True] * 3 + [False] * 6, root,
-    )  # fmt: skip
+    sides: list[Any] = ["query"] * 3 + ["candidate"] * 6
+    responses = [s.target for s in samples] + ["<|emb|>"] * 6
+    plain = encode_items(proc, items, sides, responses, [True] * 3 + [False] * 6, root)
     assert set(batch) == {*plain, "n_queries"} and "query_rows" not in batch
     for key, value in plain.items():
         assert torch.equal(batch[key], value), key
@@ -282,10 +281,8 @@ def test_own_selection_with_the_reward_uses_the_embedder_as_judge(project: Path)
     """A fake encoder whose own-chain embedding hits the positive for even qids only."""
     params = _params(project, reward=True)
     paths = Paths.from_params(params)
-    queries = [
-        TrainSample(f"9:{i}", 1, 9, 1, EncodeItem(f"9:{i}", 1, f"q{i}", None), EncodeItem(f"9:{50 + i}", 1, "c", None), _gold(i))
-        for i in range(6)
-    ]  # fmt: skip
+    items = [(EncodeItem(f"9:{i}", 1, f"q{i}", None), EncodeItem(f"9:{50 + i}", 1, "c", None)) for i in range(6)]
+    queries = [TrainSample(q.id, 1, 9, 1, q, pos, _gold(i)) for i, (q, pos) in enumerate(items)]
     chains = {q.qid: sc.OwnChain(q.qid, f"own {q.qid}", (1, 2), "reasoned") for q in queries}
 
     class Judge:

@@ -38,7 +38,6 @@ from trace_core.data.dataset import EMB_TOKEN
 from trace_core.io import write_json
 from trace_core.paths import Paths
 from trace_core.ranks import is_main_process, local_rank
-from trace_core.training.data import split_validation
 from trace_core.training.self_chain import (
     ROUTING,
     OwnChain,
@@ -187,6 +186,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     from trace_core import tracking
     from trace_core.model.checkpoint import model_hash
     from trace_core.training.build import deepspeed_scope
+    from trace_core.training.data import split_validation
 
     model_id = model_hash(paths.model_dir)
     samples, data_hash = load_samples(params, paths)
