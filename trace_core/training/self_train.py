@@ -177,6 +177,32 @@ def selection_hash(data_hash: str, model_id: str, own: dict[str, OwnChain]) -> s
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def own_targets(
+    params: Params, paths: Paths, samples: list[TrainSample], model_id: str
+) -> tuple[dict[str, OwnChain], dict[str, Any], float]:
+    """The own chains phase 2 embeds after, the counts and chain statistics, and the seconds it took.
+
+    The z=1 queries are those of the training rows (the validation queries held out as train
+    holds them out); the phase-1 encoder is loaded only when chains must be decoded or judged.
+    """
+    import torch
+
+    from trace_core.training.data import split_validation
+
+    t0 = time.perf_counter()
+    train_rows, _ = split_validation(samples, params.train.val_queries, params.base.seed)
+    queries = reasoning_queries(train_rows, params.self_chain.max_queries)
+    encoder = encoder_loader(paths.model_dir)
+    chains = cached_chains(model_id, queries, paths, params, encoder) if params.self_chain.own_fraction > 0 else {}
+    own, counts = own_selection(queries, chains, params, paths, encoder)
+    del encoder  # the phase-1 encoder (if loaded) is freed before phase 2 builds its model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    counts = {"n_reasoning_queries": len(queries), **counts, "n_own_queries": len(own)}
+    counts.update({f"chains_{k}": v for k, v in _chain_stats(chains, queries, paths).items()})
+    return own, counts, time.perf_counter() - t0
+
+
 def run(params: Params, paths: Paths) -> dict[str, Any]:
     """Self-chain phase 2 (or the disabled marker); see the module docstring."""
     if not params.self_chain.enabled:
@@ -186,27 +212,16 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     from trace_core import tracking
     from trace_core.model.checkpoint import model_hash
     from trace_core.training.build import deepspeed_scope
-    from trace_core.training.data import split_validation
 
     model_id = model_hash(paths.model_dir)
     samples, data_hash = load_samples(params, paths)
-    train_rows, _ = split_validation(samples, params.train.val_queries, params.base.seed)
-    queries = reasoning_queries(train_rows, params.self_chain.max_queries)
-    t0 = time.perf_counter()
-    encoder = encoder_loader(paths.model_dir)
-    chains = cached_chains(model_id, queries, paths, params, encoder) if params.self_chain.own_fraction > 0 else {}
-    own, counts = own_selection(queries, chains, params, paths, encoder)
-    del encoder  # the phase-1 encoder (if loaded) is freed before phase 2 builds its model
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    chain_s = time.perf_counter() - t0
-    stats = _chain_stats(chains, queries, paths)
+    own, counts, chain_s = own_targets(params, paths, samples, model_id)
     p2 = phase2_params(params)
     log.info(
         "self_train: phase 2 on %d rows, %d of %d z=1 queries after their own chain",
         len(samples),
         len(own),
-        len(queries),
+        counts["n_reasoning_queries"],
     )
     with deepspeed_scope():
         cuda = torch.cuda.is_available()
@@ -223,8 +238,7 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
             init_dir=paths.model_dir,
             save_params=params,
         )
-        metrics = {"enabled": True, "phase1_model_id": model_id, "n_reasoning_queries": len(queries), **counts}
-        metrics.update({"n_own_queries": len(own), **{f"chains_{k}": v for k, v in stats.items()}, **summary})
+        metrics = {"enabled": True, "phase1_model_id": model_id, **counts, **summary}
         timings = {**timings, "chains_wall_time_s": round(chain_s, 1)}
         if is_main_process():
             write_index(paths.self_chains_dir)
