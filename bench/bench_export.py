@@ -35,6 +35,7 @@ import numpy as np
 from trace_core.config import load_params
 from trace_core.data.dataset import candidate_item
 from trace_core.data.mbeir import load_pool, local_pool_file, present_test_tasks
+from trace_core.data.normalize import TextNorm
 from trace_core.indexing.distribute import Ranks, device_for
 from trace_core.indexing.export import ExportSet, candidate_encode_fn, encode_rank, finish_set
 from trace_core.indexing.shards import load_embeddings
@@ -44,12 +45,12 @@ from trace_core.types import EncodeItem
 log = logging.getLogger("bench_export")
 
 
-def image_rows(paths: Paths, n: int) -> list[EncodeItem]:
+def image_rows(paths: Paths, n: int, mode: TextNorm = "uniir") -> list[EncodeItem]:
     """The first ``n`` candidates with an image, pool after pool (test tasks in order)."""
     items: list[EncodeItem] = []
     for task in present_test_tasks(paths.data_root):
         pool = load_pool(local_pool_file(paths.data_root, task.stem))
-        items += [candidate_item(c, task.task_id) for c in pool if c.img_path is not None]
+        items += [candidate_item(c, task.task_id, mode) for c in pool if c.img_path is not None]
         if len(items) >= n:
             break
     unique, seen = [], set()
@@ -147,7 +148,7 @@ def main() -> None:
     if not (model_dir / "trace_meta.json").exists():
         raise SystemExit(f"{model_dir}: no saved model (run the pipeline to `trace train`, or pass --model-dir)")
     encoder = load_encoder(model_dir, device)
-    items = image_rows(paths, args.rows)
+    items = image_rows(paths, args.rows, params.data.normalize_text)
     log.info("%d image candidates, batch %d, workers %s, device %s", len(items), args.batch_size, args.workers, device)
     result = {
         "device": device,
