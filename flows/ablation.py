@@ -121,6 +121,7 @@ VARIANTS: tuple[Variant, ...] = (
             "train.lambda_gen": 0.0,
             "train.lambda_route": 0.0,
             "export.routing": "never",
+            "train.val_routing": "never",  # validation as the control is evaluated
             "tracking.promote": False,
         },
         "control trained without chains (all targets <|emb|> only, lambda_gen = lambda_route = 0), direct embedding",
@@ -229,6 +230,12 @@ def write_statistics(hits: Mapping[str, Any], reports: Path, n_boot: int = 1000)
     return significance_markdown(diffs, n_boot, 0.95), {**as_json, "n_boot": n_boot, "level": 0.95}
 
 
+def restore(saved: Mapping[Path, str], path: Path) -> None:
+    """Put ``path`` back to its baseline text: each variant's overrides apply to the baseline."""
+    if path in saved:
+        path.write_text(saved[path])
+
+
 def run(params_path: Path = Path("params.yaml"), only: Sequence[str] | None = None) -> Path:
     """Run the variants, restore the baseline workspace, write ``reports/ablation.md``."""
     from trace_core import tracking
@@ -242,6 +249,7 @@ def run(params_path: Path = Path("params.yaml"), only: Sequence[str] | None = No
     meta: dict[str, Any] = {"experiments": {}, "mlflow": {}, "descriptions": {}, "overrides": {}, "tables": {}}
     try:
         for variant in chosen:
+            restore(saved, root / "params.yaml")  # `dvc exp run -S` leaves its params in the workspace
             rows[variant.name], exp, parent = run_variant(variant, params, root)
             hits[variant.name] = variant_hits(params, root)
             meta["experiments"][variant.name], meta["mlflow"][variant.name] = exp, parent

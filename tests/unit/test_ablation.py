@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from flows import ablation as flow
 from trace_core.config import Params
@@ -214,3 +215,29 @@ def test_report_has_the_self_chain_section() -> None:
     assert "`self-chains` vs `no-chains`: average 55.0 vs 30.0 (+25.0 points)" in section
     without = {n: s for n, s in rows.items() if n != "self-chains"}
     assert "own chains" not in ablation.report_markdown(without, meta)
+
+
+def test_each_variant_starts_from_the_baseline_params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dvc exp run -S` leaves its params in the workspace: the next variant must not inherit them."""
+    from trace_core.config import dump_params, load_params
+
+    monkeypatch.chdir(tmp_path)
+    baseline = yaml.safe_dump(dump_params(Params()))
+    (tmp_path / "params.yaml").write_text(baseline)
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    seen: dict[str, Params] = {}
+
+    def fake_run_variant(variant, params, root):  # type: ignore[no-untyped-def]
+        path = root / "params.yaml"
+        seen[variant.name] = load_params(path)  # what `dvc exp run -S` would apply its overrides to
+        path.write_text(yaml.safe_dump(dump_params(flow.with_overrides(load_params(path), variant.overrides))))
+        return _row(0.5, 0.2, 40.0), f"ablation-{variant.name}", "run"
+
+    monkeypatch.setattr(flow, "run_variant", fake_run_variant)
+    monkeypatch.setattr(flow, "variant_hits", lambda params, root: {})
+    monkeypatch.setattr(flow, "run_dvc", lambda *a, **k: 0)
+    monkeypatch.setattr(flow, "_log_summary", lambda *a, **k: None)
+    flow.run(tmp_path / "params.yaml", ["always", "self-chains", "no-chains"])
+    assert set(seen) == {"always", "self-chains", "no-chains"}
+    assert all(p == Params() for p in seen.values())  # never "always" routing or phase 2 carried over
+    assert (tmp_path / "params.yaml").read_text() == baseline
