@@ -41,6 +41,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -588,6 +589,8 @@ def main() -> None:
         print(markdown(json.loads(args.out.read_text())["rows"], args.target_recall))
         return
     in_netns = enter_netns(args)
+    # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the Milvus server started here is stopped
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     bench(args, in_netns)
     print(markdown(json.loads(args.out.read_text())["rows"], args.target_recall))
 

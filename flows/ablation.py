@@ -16,8 +16,9 @@ an MLflow pipeline run (parent tagged ``trace.ablation``):
   target is ``<|emb|>`` only, and ``lambda_gen = 0``), evaluated with direct embedding
   (Table 5's "w/o CoT" row).
 
-Variants other than ``adaptive`` set ``tracking.promote: false`` so that they never move the
-registry's champion/challenger aliases. The workspace is put back to the baseline afterwards
+Every variant states ``self_chain.enabled`` (and its routing), so the rows do not depend on the
+defaults of ``params.yaml``. Variants other than ``adaptive`` set ``tracking.promote: false`` so
+that they never move the registry's champion/challenger aliases. The workspace is put back to the baseline afterwards
 (params.yaml and dvc.lock restored, ``dvc checkout``). ``reports/ablation.md`` and
 ``reports/ablation.json`` summarise the numbers exactly as measured. Run it with
 ``make ablation`` or ``python -m flows.ablation``. Each variant's per-query hits (its local
@@ -72,18 +73,22 @@ class Variant:
 
 VARIANTS: tuple[Variant, ...] = (
     Variant(
-        "adaptive", {"export.routing": "adaptive"}, "TRACE, implicit adaptive routing", "routing", force_from="export"
+        "adaptive",
+        {"export.routing": "adaptive", "self_chain.enabled": False},
+        "TRACE as in the paper (phase 1 only), implicit adaptive routing",
+        "routing",
+        force_from="export",
     ),
     Variant(
         "never",
-        {"export.routing": "never", "tracking.promote": False},
+        {"export.routing": "never", "self_chain.enabled": False, "tracking.promote": False},
         "same checkpoint, never reason (direct embedding)",
         "routing",
         force_from="export",
     ),
     Variant(
         "always",
-        {"export.routing": "always", "tracking.promote": False},
+        {"export.routing": "always", "self_chain.enabled": False, "tracking.promote": False},
         "same checkpoint, always reason (forced CoT)",
         "routing",
         force_from="export",
@@ -92,7 +97,7 @@ VARIANTS: tuple[Variant, ...] = (
     # DVC does not re-run it); steps budget: phase 1 (train.epochs) + self_chain.epochs of phase 2.
     Variant(
         "self-chains",
-        {"self_chain.enabled": True, "tracking.promote": False},
+        {"self_chain.enabled": True, "export.routing": "adaptive", "tracking.promote": False},
         "phase 1 as adaptive, then self_chain.epochs more on the same rows with InfoNCE after the model's own "
         "greedy chains (L_gen on the gold chains); steps: train.epochs + self_chain.epochs; adaptive routing",
         "self_chain",
@@ -100,7 +105,12 @@ VARIANTS: tuple[Variant, ...] = (
     ),
     Variant(
         "self-chains+reward",
-        {"self_chain.enabled": True, "self_chain.reward": True, "tracking.promote": False},
+        {
+            "self_chain.enabled": True,
+            "self_chain.reward": True,
+            "export.routing": "adaptive",
+            "tracking.promote": False,
+        },
         "as self-chains, keeping an own chain only when its embedding scores the positive higher than the gold "
         "chain's (else gold); steps: train.epochs + self_chain.epochs; adaptive routing",
         "self_chain",
@@ -108,7 +118,12 @@ VARIANTS: tuple[Variant, ...] = (
     ),
     Variant(
         "gold-continue",
-        {"self_chain.enabled": True, "self_chain.own_fraction": 0.0, "tracking.promote": False},
+        {
+            "self_chain.enabled": True,
+            "self_chain.own_fraction": 0.0,
+            "export.routing": "adaptive",
+            "tracking.promote": False,
+        },
         "steps-matched control of the self-chain rows: the same phase 2 on gold chains only "
         "(self_chain.own_fraction = 0); steps: train.epochs + self_chain.epochs; adaptive routing",
         "self_chain",
@@ -122,6 +137,7 @@ VARIANTS: tuple[Variant, ...] = (
             "train.lambda_route": 0.0,
             "export.routing": "never",
             "train.val_routing": "never",  # validation as the control is evaluated
+            "self_chain.enabled": False,
             "tracking.promote": False,
         },
         "control trained without chains (all targets <|emb|> only, lambda_gen = lambda_route = 0), direct embedding",

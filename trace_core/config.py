@@ -72,7 +72,7 @@ class MiniParams(Section):
 
     image_size: int = Field(112, gt=0, multiple_of=28)
     train_per_task: int = Field(240, ge=1)
-    test_per_task: int = Field(64, ge=1)
+    test_per_task: int = Field(200, ge=1)
     pool_per_task: int = Field(200, ge=1)
     val_per_task: int = Field(16, ge=1)
     n_entities: int = Field(150, ge=2, le=2000)
@@ -405,7 +405,7 @@ class SelfChainParams(Section):
     enabled, ``paths.model_dir`` otherwise.
     """
 
-    enabled: bool = False
+    enabled: bool = True  # on in the mini default: see README "Method notes" (ablation intervals)
     own_fraction: float = Field(1.0, ge=0.0, le=1.0, description="share of z=1 queries trained on own chains")
     reward: bool = False
     epochs: float = Field(1.0, gt=0.0, description="phase-2 epochs")

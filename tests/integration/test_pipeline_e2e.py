@@ -121,7 +121,9 @@ def test_registered_pyfunc_equals_load_encoder(project: Path, monkeypatch: pytes
     import numpy as np
     import pandas as pd
 
+    from trace_core.config import load_params
     from trace_core.model.inference import load_encoder
+    from trace_core.paths import Paths, served_model_dir
     from trace_core.types import EncodeItem
 
     uri = f"sqlite:///{project / 'mlruns.db'}"
@@ -133,7 +135,8 @@ def test_registered_pyfunc_equals_load_encoder(project: Path, monkeypatch: pytes
     texts = ["a red circle", "a small blue square on the left"]
     frame = pd.DataFrame({"text": texts, "side": ["candidate", "query"], "task_id": [0, 0]})
     served = model.predict(frame, params={"image_root": str(project / "data/mbeir"), "routing": "never"})
-    encoder = load_encoder(project / "models/trace")
+    params = load_params(project / "params.yaml")
+    encoder = load_encoder(served_model_dir(params, Paths.from_params(params, project)))  # phase 2 when enabled
     items = [EncodeItem(id=str(i), task_id=0, text=t, img_path=None) for i, t in enumerate(texts)]
     cand = encoder.encode_candidates(items[:1], project / "data/mbeir", 8)
     query = encoder.encode_queries(items[1:], project / "data/mbeir", mode="never", max_new_tokens=192, batch_size=8)

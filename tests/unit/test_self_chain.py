@@ -156,7 +156,7 @@ def test_chains_are_cached_per_model_id(project: Path, tmp_path: Path) -> None:
 def test_disabled_stage_is_a_marker_and_serves_phase_one(project: Path) -> None:
     import time
 
-    params = _params(project)
+    params = _params(project, enabled=False)
     paths = Paths.from_params(params)
     t0 = time.perf_counter()
     metrics = self_train.run(params, paths)

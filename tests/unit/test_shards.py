@@ -112,3 +112,22 @@ def test_unsupported_index_type_rejected():
         check_index_type("IVF_PQ", "IP")
     with pytest.raises(ValueError, match="unsupported metric"):
         check_index_type("FLAT", "L2")
+
+
+def test_numpy_index_bounds_the_scores_it_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large pools are scored a few queries at a time; the result equals the one-block search."""
+    from trace_core.indexing import backend
+
+    assert backend.query_block(1024, 10_000) == 1024
+    assert backend.query_block(1024, 1_000_000) == 2**26 // 1_000_000 == 67
+    assert backend.query_block(1024, 10**9) == 1  # never zero
+    rng = np.random.default_rng(0)
+    rows, queries = rng.standard_normal((500, 8)).astype(np.float32), rng.standard_normal((37, 8)).astype(np.float32)
+    index = NumpyIndex(8)
+    index.add(rows)
+    whole = index.search(queries, 5)
+    monkeypatch.setattr(backend, "SCORE_BUDGET", 3 * 500)  # three queries per block
+    assert backend.query_block(1024, 500) == 3
+    small = index.search(queries, 5)
+    np.testing.assert_array_equal(whole[1], small[1])
+    np.testing.assert_allclose(whole[0], small[0], rtol=1e-6)  # matmul blocking may change the last bit

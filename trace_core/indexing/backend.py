@@ -58,6 +58,16 @@ def check_dim(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
     return v
 
 
+#: most query x row scores held at once by :class:`NumpyIndex` (256 MiB of float32; the top-k
+#: selection needs about three times that): bounds memory on pools of millions of rows.
+SCORE_BUDGET = 2**26
+
+
+def query_block(block: int, rows: int, budget: int | None = None) -> int:
+    """Queries scored together: at most ``block`` and ``budget`` (default :data:`SCORE_BUDGET`) scores, at least one."""
+    return max(1, min(block, (budget or SCORE_BUDGET) // max(rows, 1)))
+
+
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` columns per row of ``scores (n, m)``, ties broken by lower position, padded."""
     n, m = scores.shape
@@ -112,9 +122,10 @@ class NumpyIndex:
         """Exact top-``k`` by inner product, query block by query block."""
         q = self._prepare(check_dim(queries, self._dim, "queries"))
         rows = self._rows()  # (m, dim)
+        block = query_block(self._block, len(rows))
         scores, positions = [], []
-        for start in range(0, len(q), self._block):
-            s, p = top_k(q[start : start + self._block] @ rows.T, k)  # (b, m) -> (b, k)
+        for start in range(0, len(q), block):
+            s, p = top_k(q[start : start + block] @ rows.T, k)  # (b, m) -> (b, k)
             scores.append(s)
             positions.append(p)
         if not scores:
