@@ -50,6 +50,16 @@ def test_decide_alias_rule() -> None:
     assert tracking.decide_alias(0.0, "1", ("1", 0.4)) == "champion"  # re-evaluating the champion
 
 
+def test_champion_scored_on_other_data_is_not_compared() -> None:
+    from trace_core.tracking.registry import comparable_champion
+
+    assert comparable_champion(None, "abc") is None
+    assert comparable_champion(("1", 0.15, "abc"), "abc") == ("1", 0.15)
+    # a higher average on another test set (e.g. 64 instead of 200 queries per task) does not block promotion
+    assert comparable_champion(("1", 0.15, "old"), "abc") is None
+    assert tracking.decide_alias(0.10, "2", comparable_champion(("1", 0.15, "old"), "abc")) == "champion"
+
+
 def test_params_hash_and_stage_params(params: Params) -> None:
     assert len(tracking.params_hash(params)) == 12
     other = params.model_copy(update={"base": params.base.model_copy(update={"seed": 7})})

@@ -37,6 +37,8 @@ TAG_DATA_MANIFEST = "trace.data_manifest_sha256"
 TAG_TRAIN_RUN = "trace.train_run_id"
 TAG_EVALUATE_RUN = "trace.evaluate_run_id"
 CHAMPION = "champion"
+#: data manifest hash of the test set a version's score was measured on (set when it is promoted)
+TAG_SCORED_DATA = "trace.scored_data_manifest"
 CHALLENGER = "challenger"
 
 
@@ -90,11 +92,10 @@ def register_model(params: Params, model_dir: Path) -> str:
 
 def version_tags(params: Params, model_id: str) -> dict[str, str]:
     """Provenance of a registered version: weights hash, git commit, params hash, data manifest, train run."""
-    manifest = Paths.from_params(params).data_root / "MANIFEST.json"
     tags = {
         TAG_COMMIT: git_commit(),
         TAG_PARAMS_HASH: params_hash(params),
-        TAG_DATA_MANIFEST: sha256_file(manifest) if manifest.is_file() else "missing",
+        TAG_DATA_MANIFEST: _data_hash(params),
         TAG_TRAIN_RUN: active_run_id(),
     }
     if model_id:
@@ -137,13 +138,29 @@ def promote_model(params: Params, model_id: str | None, score: float | None) -> 
     return promote(params, version, float(score))
 
 
-def _champion_score(client: MlflowClient, name: str) -> tuple[str, float] | None:
+def comparable_champion(champion: tuple[str, float, str] | None, data_hash: str) -> tuple[str, float] | None:
+    """The champion's (version, score) when it was scored on the same data (manifest hash), else None.
+
+    Averages over different test sets (another M-BEIR-mini size, the full M-BEIR) do not compare:
+    the first model scored on new data becomes champion there.
+    """
+    if champion is None or champion[2] != data_hash:
+        return None
+    return champion[0], champion[1]
+
+
+def _data_hash(params: Params) -> str:
+    manifest = Paths.from_params(params).data_root / "MANIFEST.json"
+    return sha256_file(manifest) if manifest.is_file() else "missing"
+
+
+def _champion_score(client: MlflowClient, name: str) -> tuple[str, float, str] | None:
     try:
         mv = client.get_model_version_by_alias(name, CHAMPION)
     except mlflow.exceptions.MlflowException:
         return None
     score = mv.tags.get(TAG_SCORE)
-    return (str(mv.version), float(score)) if score is not None else (str(mv.version), float("-inf"))
+    return str(mv.version), float(score) if score is not None else float("-inf"), mv.tags.get(TAG_SCORED_DATA, "")
 
 
 def promote(params: Params, version: str, score: float) -> str:
@@ -157,11 +174,15 @@ def promote(params: Params, version: str, score: float) -> str:
         return ""
     client = store_client(params)
     name = params.tracking.registered_model
-    champion = _champion_score(client, name)
+    current, data = _champion_score(client, name), _data_hash(params)
+    champion = comparable_champion(current, data)
+    if current is not None and champion is None:
+        log.info("champion version %s was scored on other data: not compared", current[0])
     alias = decide_alias(score, version, champion)
     client.set_model_version_tag(name, version, TAG_SCORE, str(score))
     client.set_model_version_tag(name, version, TAG_SCORE_PCT, f"{100 * score:.2f}")
     client.set_model_version_tag(name, version, TAG_DECISION, alias)
+    client.set_model_version_tag(name, version, TAG_SCORED_DATA, data)
     if active_run_id():
         client.set_model_version_tag(name, version, TAG_EVALUATE_RUN, active_run_id())
     client.set_registered_model_alias(name, alias, version)
