@@ -46,6 +46,7 @@ def tiny_params(root: Path, **mini: Any):  # type: ignore[no-untyped-def]
             "state_dir": str(root / ".trace"),
         },
         "download": {"mini": {**TINY_MINI, **mini}, "zeroshot_mini": {"queries": 4, "distractors": 2}},
+        "self_chain": {"enabled": False},  # stage tests serve the phase-1 model; test_self_chain turns it on
     }
     return parse_params(raw, "<tests>")
 

@@ -50,6 +50,7 @@ def micro_train_params(root: Path, tracking: bool = True, **train: object) -> Pa
             **train,
         }
     )
+    raw["self_chain"]["enabled"] = False  # stage tests serve the phase-1 model; test_self_chain turns it on
     raw["tracking"].update(
         {
             "enabled": tracking,
