@@ -33,6 +33,19 @@ def _row(recall: float, reasoned: float, qps: float) -> dict:
     return ablation.summarise(_metrics(recall, reasoned, qps), {"query_qps": qps})
 
 
+def _meta(rows: dict, tables: dict[str, str]) -> dict:
+    """The run metadata ``report_markdown`` reads, for constructed rows."""
+    return {
+        "git_commit": "0123456789abcdef",
+        "profile": "mini",
+        "experiments": {n: f"ablation-{n}" for n in rows},
+        "mlflow": {n: "run" for n in rows},
+        "descriptions": {n: n for n in rows},
+        "overrides": {n: {} for n in rows},
+        "tables": tables,
+    }
+
+
 def test_summarise_weights_rates_by_queries() -> None:
     s = _row(0.5, 0.25, 40.0)
     assert s["average"] == 0.5 and s["routing"]["reasoned"] == 0.25 and s["routing"]["direct"] == 0.75
@@ -46,15 +59,7 @@ def test_report_states_measured_differences() -> None:
         "never": _row(0.4, 0.0, 80.0),
         "no-chains": _row(0.3, 0.0, 80.0),
     }
-    meta = {
-        "git_commit": "0123456789abcdef",
-        "profile": "mini",
-        "experiments": {n: f"ablation-{n}" for n in rows},
-        "mlflow": {n: "run" for n in rows},
-        "descriptions": {n: n for n in rows},
-        "overrides": {n: {} for n in rows},
-        "tables": {"adaptive": "routing", "never": "routing", "no-chains": "control"},
-    }
+    meta = _meta(rows, {"adaptive": "routing", "never": "routing", "no-chains": "control"})
     text = ablation.report_markdown(rows, meta)
     assert "`never` vs `adaptive`: average 40.0 vs 50.0 (-10.0 points); query QPS 80.0 vs 40.0 (x2.00)" in text
     assert "`no-chains` vs `adaptive`: average 30.0 vs 50.0 (-20.0 points)" in text
@@ -199,15 +204,7 @@ def test_flow_variants_self_chain_rows_and_statistics(tmp_path: Path) -> None:
 
 def test_report_has_the_self_chain_section() -> None:
     rows = {n: _row(r, 0.25, 40.0) for n, r in (("adaptive", 0.5), ("self-chains", 0.55), ("no-chains", 0.3))}
-    meta = {
-        "git_commit": "0123456789abcdef",
-        "profile": "mini",
-        "experiments": {n: f"ablation-{n}" for n in rows},
-        "mlflow": {n: "run" for n in rows},
-        "descriptions": {n: n for n in rows},
-        "overrides": {n: {} for n in rows},
-        "tables": {"adaptive": "routing", "self-chains": "self_chain", "no-chains": "control"},
-    }
+    meta = _meta(rows, {"adaptive": "routing", "self-chains": "self_chain", "no-chains": "control"})
     text = ablation.report_markdown(rows, meta)
     section = text.split("## Training on the model's own chains (beyond the paper)")[1].split("##")[0]
     assert "| self-chains |" in section and "| no-chains |" in section and "| adaptive |" in section
