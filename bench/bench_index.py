@@ -23,8 +23,10 @@ Each measurement is one row of ``bench/results/bench_index.json``:
 ``build_s``: insert + train/build + load until searchable. ``memory_mb``: bytes of the index
 structure for numpy/faiss (vectors + graph/lists), the growth of the server's (or, for Milvus
 Lite, this process's) resident memory for Milvus (approximate). HNSW rows sweep ``ef``, IVF rows
-sweep ``nprobe``; build parameters are in ``params``. Rows of other sizes already in the file
-are kept (a key is ``n, dim, vectors, engine, index, params``), so sizes can be run separately.
+sweep ``nprobe``; build parameters are in ``params``. ``run`` names the run that measured the row
+(its ``started`` in ``runs``): every run adds its rows, earlier runs' rows are kept, so sizes and
+engines can be run separately. The markdown table shows, per case, engine and index, the latest
+run's rows, and ``x exact`` divides by the exact baseline (NumPy or FAISS FLAT) of the same run.
 
     python bench/bench_index.py --sizes 10000 --dims 128
     python bench/bench_index.py --sizes 100000 --dims 3584 --vectors uniform,clustered
@@ -86,6 +88,7 @@ class Row:
     recall_at_10: float
     build_s: float
     memory_mb: float
+    run: str = ""  # the ``started`` id of the run that measured it (``runs`` in the JSON)
 
 
 # --- vector sets ---------------------------------------------------------------------------------
@@ -153,8 +156,8 @@ def tiled(base: np.ndarray, n: int, noise: float, seed: int) -> np.ndarray:
     return out
 
 
-def real_base(embeddings_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """(candidate rows, query rows) of an export: every local pool and every test query set."""
+def real_base(embeddings_dir: Path) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """(candidate rows, query rows, model id) of an export: every local pool and every test query set."""
     from trace_core.indexing.shards import load_embeddings
 
     top = embeddings_dir / "manifest.json"
@@ -163,7 +166,7 @@ def real_base(embeddings_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
     manifest = json.loads(top.read_text())
     cands = [load_embeddings(embeddings_dir / rel)[1] for rel in manifest["pools"].values()]
     queries = [load_embeddings(embeddings_dir / rel)[1] for rel in manifest["queries"].values()]
-    return np.concatenate(cands), np.concatenate(queries)
+    return np.concatenate(cands), np.concatenate(queries), str(manifest.get("model_id", ""))
 
 
 def vector_set(name: str, n: int, dim: int, n_queries: int, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +176,7 @@ def vector_set(name: str, n: int, dim: int, n_queries: int, args: argparse.Names
     if name == "clustered":
         spec = ClusterSpec(clusters=args.clusters, intrinsic_dim=args.intrinsic_dim)
         return clustered(n, dim, 0, spec), clustered(n_queries, dim, 1, spec)
-    base, queries = args.real_base
+    base, queries, _ = args.real_base
     return tiled(base, n, args.real_noise, 0), tiled(queries, n_queries, args.real_noise, 1)
 
 
@@ -414,19 +417,24 @@ def milvus_server(in_netns: bool) -> Iterator[tuple[Any, Callable[[], float]]]:
 
 
 # --- the run -----------------------------------------------------------------------------------
+def case_of(r: dict[str, Any]) -> tuple[Any, ...]:
+    """The vectors a row was measured on: (n, dim, vectors)."""
+    return r["n"], r["dim"], r["vectors"]
+
+
 def row_key(r: dict[str, Any]) -> str:
-    """Identity of a row in the results file."""
-    return json.dumps([r["n"], r["dim"], r["vectors"], r["engine"], r["index"], r["params"]], sort_keys=True)
+    """Identity of a row in the results file (a run saves after each case: its own rows are replaced)."""
+    return json.dumps([r["n"], r["dim"], r["vectors"], r["engine"], r["index"], r["params"], r["run"]], sort_keys=True)
 
 
 def save(out: Path, rows: list[Row], meta: dict[str, Any]) -> None:
-    """Merge ``rows`` into ``out`` (same key replaced, others kept), atomically."""
+    """Add ``rows`` to ``out`` (this run's earlier save of them replaced, other runs' rows kept), atomically."""
     old = json.loads(out.read_text()) if out.exists() else {}
-    kept = [r for r in old.get("rows", []) if "engine" in r]
-    new = [asdict(r) for r in rows]
+    kept = [{**r, "run": r.get("run", "")} for r in old.get("rows", []) if "engine" in r]
+    new = [{**asdict(r), "run": meta["started"]} for r in rows]
     keys = {row_key(r) for r in new}
     merged = [r for r in kept if row_key(r) not in keys] + new
-    merged.sort(key=lambda r: (r["n"], r["dim"], r["vectors"], r["engine"], r["index"], json.dumps(r["params"])))
+    merged.sort(key=lambda r: (*case_of(r), r["engine"], r["index"], r["run"], json.dumps(r["params"])))
     runs = [m for m in old.get("runs", []) if isinstance(m, dict) and m.get("started") != meta["started"]] + [meta]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
@@ -474,6 +482,10 @@ def bench(args: argparse.Namespace, in_netns: bool) -> None:
             meta["notes"].append(f"real: skipped, no export at {args.embeddings} (run `trace export`)")
             log.warning("%s", meta["notes"][-1])
             args.vectors = [v for v in args.vectors if v != "real"]
+        else:
+            base, queries, model_id = args.real_base
+            meta["real"] = {"model_id": model_id, "base_rows": len(base), "query_rows": len(queries)}
+            meta["real"]["noise"] = args.real_noise
     families = {ENGINES[e][0] for e in args.engines}
     with ExitStack() as stack:
         clients: dict[str, Any] = {}
@@ -492,37 +504,53 @@ def bench(args: argparse.Namespace, in_netns: bool) -> None:
 
 # --- markdown ----------------------------------------------------------------------------------
 def best_rows(rows: list[dict[str, Any]], target: float) -> list[dict[str, Any]]:
-    """Per (n, dim, vectors, engine, index): fastest batched config with recall >= target, else most accurate."""
+    """Per (n, dim, vectors, engine, index), among its latest run's rows: the fastest batched setting with
+    recall >= target, else the most accurate."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["n"], r["dim"], r["vectors"], r["engine"], r["index"]), []).append(r)
+        groups.setdefault((*case_of(r), r["engine"], r["index"]), []).append(r)
     out = []
     for group in groups.values():
+        latest = max(r["run"] for r in group)
+        group = [r for r in group if r["run"] == latest]
         ok = [r for r in group if r["recall_at_10"] >= target]
         out.append(max(ok, key=lambda r: r["qps_batched"]) if ok else max(group, key=lambda r: r["recall_at_10"]))
     return sorted(out, key=lambda r: (r["n"], r["dim"], r["vectors"], r["engine"], r["index"]))
 
 
-def markdown(rows: list[dict[str, Any]], target: float = 0.95) -> str:
-    """The README table: best config per engine and index; ``x exact`` = batched q/s over the faster exact
-    in-process baseline (numpy or faiss FLAT) on the same case."""
+def exact_rates(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], float]:
+    """Batched q/s of the faster exact in-process baseline (NumPy or FAISS FLAT) per (case, run)."""
     exact: dict[tuple[Any, ...], float] = {}
     for r in rows:
         if r["engine"] in ("numpy", "faiss") and r["index"] == "FLAT":
-            key = (r["n"], r["dim"], r["vectors"])
+            key = (*case_of(r), r["run"])
             exact[key] = max(exact.get(key, 0.0), r["qps_batched"])
+    return exact
+
+
+def speedup(r: dict[str, Any], exact: dict[tuple[Any, ...], float]) -> str:
+    """``x exact`` of a row: over its own run's exact baseline, else the latest run's, marked ``*``."""
+    same = exact.get((*case_of(r), r["run"]))
+    if same:
+        return f"{r['qps_batched'] / same:.1f}"
+    other = sorted((run, q) for (n, d, v, run), q in exact.items() if (n, d, v) == case_of(r))
+    return f"{r['qps_batched'] / other[-1][1]:.1f}*" if other else "-"
+
+
+def markdown(rows: list[dict[str, Any]], target: float = 0.95) -> str:
+    """The README table: best setting per engine and index; ``x exact`` = batched q/s over the faster exact
+    in-process baseline (numpy or faiss FLAT) on the same vectors, in the same run (``*``: another run's)."""
+    exact = exact_rates(rows)
     head = (
         "| n | dim | vectors | engine | index | params | q/s batched | q/s single | x exact | recall@10 "
         "| build s | memory MB |\n|" + "---|" * 12
     )
     lines = [head]
     for r in best_rows(rows, target):
-        base = exact.get((r["n"], r["dim"], r["vectors"]))
-        speed = f"{r['qps_batched'] / base:.1f}" if base else "-"
         params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
         lines.append(
             f"| {r['n']:,} | {r['dim']} | {r['vectors']} | {r['engine']} | {r['index']} | {params} "
-            f"| {r['qps_batched']:,.0f} | {r['qps_single']:,.0f} | {speed} | {r['recall_at_10']:.3f} "
+            f"| {r['qps_batched']:,.0f} | {r['qps_single']:,.0f} | {speedup(r, exact)} | {r['recall_at_10']:.3f} "
             f"| {r['build_s']:.1f} | {r['memory_mb']:,.0f} |"
         )
     return "\n".join(lines)

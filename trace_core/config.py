@@ -14,12 +14,22 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
 #: teacher tokens the ``<reasoning></reasoning><answer></answer>`` tags (and spacing) may take.
 CHAIN_FORMAT_TOKENS = 24
 PositiveInt = Annotated[int, Field(ge=1)]
+
+
+def _steps(v: int) -> int:
+    if v == 0:
+        raise ValueError("must be -1 (train for `epochs`) or >= 1")
+    return v
+
+
+#: A training run's step cap: -1 = train for ``epochs``, N >= 1 = stop after N optimizer steps.
+MaxSteps = Annotated[int, Field(ge=-1), AfterValidator(_steps)]
 #: learning-rate schedules of ``transformers`` (a test checks them against ``SchedulerType``).
 LR_SCHEDULERS = Literal[
     "linear",
@@ -359,7 +369,7 @@ class TrainParams(Section):
     gather_across_ranks: bool = True
     per_device_batch_size: PositiveInt = 32
     epochs: float = Field(4.0, gt=0.0)
-    max_steps: int = Field(-1, ge=-1, description="-1 = train for `epochs`; N >= 1 stops after N steps")
+    max_steps: MaxSteps = Field(-1, description="-1 = train for `epochs`; N >= 1 stops after N steps")
     learning_rate: float = Field(2e-3, gt=0.0)
     lr_scheduler: LR_SCHEDULERS = "cosine"
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
@@ -380,13 +390,6 @@ class TrainParams(Section):
     val_routing: Literal["adaptive", "never", "always"] = "adaptive"  # validation encodes like export
     val_max_new_tokens: int = Field(192, ge=0)
     save_total_limit: PositiveInt = 2
-
-    @field_validator("max_steps")
-    @classmethod
-    def _max_steps(cls, v: int) -> int:
-        if v == 0:
-            raise ValueError("must be -1 (train for `epochs`) or >= 1")
-        return v
 
 
 class SelfChainParams(Section):
@@ -409,18 +412,11 @@ class SelfChainParams(Section):
     own_fraction: float = Field(1.0, ge=0.0, le=1.0, description="share of z=1 queries trained on own chains")
     reward: bool = False
     epochs: float = Field(1.0, gt=0.0, description="phase-2 epochs")
-    max_steps: int = Field(-1, ge=-1, description="-1 = train for `epochs`; N >= 1 stops phase 2 after N steps")
+    max_steps: MaxSteps = Field(-1, description="-1 = train for `epochs`; N >= 1 stops phase 2 after N steps")
     learning_rate: float = Field(5e-4, gt=0.0, description="phase-2 peak learning rate")
     max_new_tokens: int = Field(192, ge=1, description="cap of a regenerated chain, as export.max_new_tokens")
     batch_size: PositiveInt = 32  # queries per decoding batch
     max_queries: int | None = Field(None, ge=1, description="first N distinct z=1 training queries; null = all")
-
-    @field_validator("max_steps")
-    @classmethod
-    def _max_steps(cls, v: int) -> int:
-        if v == 0:
-            raise ValueError("must be -1 (train for `epochs`) or >= 1")
-        return v
 
 
 class ExportParams(Section):
@@ -428,7 +424,8 @@ class ExportParams(Section):
 
     ``num_workers``: DataLoader worker processes that open, decode and collate the images and
     prompts of the next batches while the model runs (prefetching ``2 x num_workers`` batches);
-    0 does it in the exporting process, between forwards. ``barrier_timeout_s``: under several
+    0 does it in the exporting process, between forwards (the fastest on a CPU-only machine, where
+    workers and the forward share the cores: bench/bench_export.py). ``barrier_timeout_s``: under several
     ranks (``torch.distributed.run``), how long a rank that has finished its shards waits at a
     barrier for the slowest one.
     """

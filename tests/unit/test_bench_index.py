@@ -23,6 +23,7 @@ FIELDS = [
     "recall_at_10",
     "build_s",
     "memory_mb",
+    "run",
 ]
 
 
@@ -75,14 +76,18 @@ def test_in_process_engines_write_the_listed_fields(bench, tmp_path):
     assert all(r["qps_batched"] > 0 and r["qps_single"] > 0 and r["memory_mb"] > 0 for r in rows)
     bench.bench(bench.parse([*argv[:-2], "--engines", "numpy", "--out", str(out)]), in_netns=False)
     again = json.loads(out.read_text())
-    assert len(again["rows"]) == len(rows) and len(again["runs"]) == 2  # replaced, not duplicated
-    table = bench.markdown(again["rows"])
+    assert len(again["runs"]) == 2 and len(again["rows"]) == len(rows) + 2  # the second run adds its rows
+    first, second = (run["started"] for run in again["runs"])
+    assert sorted(r["run"] for r in again["rows"] if r["engine"] == "numpy") == [first, first, second, second]
+    assert {r["run"] for r in again["rows"] if r["engine"] != "numpy"} == {first}
+    table = bench.markdown(again["rows"])  # one line per case, engine and index: the latest run's
     assert table.count("\n") == 2 + 2 * 4 - 1 and "| 600 | 16 | clustered | faiss | HNSW |" in table
+    assert "*" not in table  # every ratio over its own run's exact baseline
 
 
 def test_markdown_picks_the_fastest_setting_reaching_the_target(bench):
     def row(engine, index, params, qps, rec):
-        return dict(zip(FIELDS, [1000, 8, "uniform", engine, index, params, qps, qps, rec, 0.0, 1.0], strict=True))
+        return dict(zip(FIELDS, [1000, 8, "uniform", engine, index, params, qps, qps, rec, 0.0, 1.0, "r"], strict=True))
 
     rows = [
         row("numpy", "FLAT", {}, 100.0, 1.0),
@@ -96,3 +101,6 @@ def test_markdown_picks_the_fastest_setting_reaching_the_target(bench):
     rows[2]["recall_at_10"] = 0.9
     rows[3]["recall_at_10"] = 0.94
     assert "ef=256" in next(line for line in bench.markdown(rows).splitlines() if "HNSW" in line)
+    later = [{**r, "run": "s", "qps_batched": r["qps_batched"] / 2} for r in rows[1:]]  # a later run, no baseline
+    hnsw = next(line for line in bench.markdown(rows + later).splitlines() if "HNSW" in line)
+    assert "| 250 |" in hnsw and "| 2.5* |" in hnsw  # the latest run's row, over run r's baseline, marked

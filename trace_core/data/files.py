@@ -76,13 +76,27 @@ class DataFiles:
         real = Path(os.path.realpath(self.root))
         caches = {*dvc_cache_dirs(Path(os.path.abspath(self.root))), *dvc_cache_dirs(real)}  # root may be a link
         self._allowed = (real, *sorted(caches))
+        self._real_root = str(real)  # realpath(root / rel) == realpath(realpath(root) / rel)
+        self._real_dirs: dict[str, str] = {}
+
+    def _realpath(self, path: str) -> str:
+        """``os.path.realpath(path)``, its directory's real path cached (a pool's files share a few folders).
+
+        Only the last component is looked up per call: when it is a link the whole path is resolved.
+        """
+        head, name = os.path.split(path)
+        real_head = self._real_dirs.get(head)
+        if real_head is None:
+            real_head = self._real_dirs.setdefault(head, os.path.realpath(head))
+        joined = os.path.join(real_head, name)
+        return os.path.realpath(joined) if name in ("", ".") or os.path.islink(joined) else joined
 
     def resolve(self, rel: str) -> Path:
         """The real path of ``rel``; :class:`UnsafePathError` if it is unsafe or leads outside."""
         problem = path_problem(rel)
         if problem:
             raise UnsafePathError(f"{rel!r}: {problem}")
-        real = Path(os.path.realpath(self.root / rel))
+        real = Path(self._realpath(os.path.join(self._real_root, rel)))
         if not any(real.is_relative_to(a) for a in self._allowed):
             raise UnsafePathError(f"{rel!r} resolves to {real}, outside the data root {self.root}")
         return real

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,10 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class Processors:
-    """Tokenizer + image processor + the ids and sizes the input code needs."""
+    """Tokenizer + image processor + the ids and sizes the input code needs.
+
+    ``prompt_cache`` holds the chat template's rendering per prompt shape (see :func:`render_prompt`).
+    """
 
     tokenizer: Any
     image_processor: Any
@@ -39,6 +42,60 @@ class Processors:
     emb_token: str
     max_length: int
     merge_size: int
+    prompt_cache: dict[Any, tuple[str, ...] | None] = field(default_factory=dict, compare=False, repr=False)
+
+
+#: Stand-in for the i-th text part when a prompt shape is rendered once: edge spaces, a newline and
+#: markup characters, so a template that trims, escapes or rewrites text fails the verbatim check.
+_PROBE = " <&'\"\n\x00{}\x00> "
+Messages = list[dict[str, Any]]
+
+
+def _render(tokenizer: Any, msgs: Messages) -> str:
+    return str(tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+
+
+def _skeleton(tokenizer: Any, msgs: Messages) -> tuple[str, ...] | None:
+    """The template's rendering of ``msgs`` cut at its user text parts, or None if it does not copy text verbatim.
+
+    Each user text part is rendered as a distinct probe; the pieces between the probes are the
+    fixed text of this prompt shape (system prompt, role markers, image slots).
+    """
+    content = msgs[1]["content"]
+    probes = [_PROBE.format(i) for i in range(sum(part["type"] == "text" for part in content))]
+    it = iter(probes)
+    probed = [{**part, "text": next(it)} if part["type"] == "text" else part for part in content]
+    probe_msgs = [msgs[0], {**msgs[1], "content": probed}]
+    rendered = _render(tokenizer, probe_msgs)
+    pieces, rest = [], rendered
+    for probe in probes:
+        if rendered.count(probe) != 1 or probe not in rest:
+            return None
+        head, rest = rest.split(probe, 1)
+        pieces.append(head)
+    return (*pieces, rest)
+
+
+def render_prompt(proc: Processors, msgs: Messages) -> str:
+    """``apply_chat_template(msgs, add_generation_prompt=True)`` as text, rendered once per prompt shape.
+
+    A shape is the system prompt and the kinds of the user parts in order; the user texts are
+    spliced into the shape's cached rendering. Falls back to rendering (same result) for
+    templates that do not copy text verbatim, for an empty text part, and for other message layouts.
+    """
+    if len(msgs) != 2 or msgs[0]["role"] != "system" or not isinstance(msgs[1]["content"], list):
+        return _render(proc.tokenizer, msgs)
+    content = msgs[1]["content"]
+    texts = [str(part["text"]) for part in content if part["type"] == "text"]
+    if not all(texts):
+        return _render(proc.tokenizer, msgs)
+    key = (msgs[0]["content"], tuple(part["type"] for part in content))
+    if key not in proc.prompt_cache:
+        proc.prompt_cache[key] = _skeleton(proc.tokenizer, msgs)
+    pieces = proc.prompt_cache[key]
+    if pieces is None:
+        return _render(proc.tokenizer, msgs)
+    return pieces[0] + "".join(text + piece for text, piece in zip(texts, pieces[1:], strict=True))
 
 
 def load_images(items: Sequence[EncodeItem], image_root: Path) -> list[Image.Image]:
@@ -76,10 +133,18 @@ def _prompt_ids(
     text: str | None,
     segments: tuple[Segment, ...] | None = None,
 ) -> list[int]:
-    rendered = proc.tokenizer.apply_chat_template(
-        messages(item, side, proc.emb_token, text, segments), tokenize=False, add_generation_prompt=True
-    )
+    rendered = render_prompt(proc, messages(item, side, proc.emb_token, text, segments))
     return list(proc.tokenizer(expand_image_pads(rendered, counts), add_special_tokens=False)["input_ids"])
+
+
+def prompt_text(proc: Processors, item: EncodeItem, side: Side, counts: Sequence[int]) -> str:
+    """The item's full prompt as text, its ``<|image_pad|>`` slots expanded to ``counts``."""
+    return expand_image_pads(render_prompt(proc, messages(item, side, proc.emb_token)), counts)
+
+
+def tokenize(proc: Processors, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text (no special tokens added), in one tokenizer call."""
+    return [list(ids) for ids in proc.tokenizer(list(texts), add_special_tokens=False)["input_ids"]] if texts else []
 
 
 def fit_prompt(proc: Processors, item: EncodeItem, side: Side, counts: Sequence[int], n_response: int) -> list[int]:
@@ -92,7 +157,7 @@ def fit_prompt(proc: Processors, item: EncodeItem, side: Side, counts: Sequence[
         counts: image tokens of each of the item's images, in order.
         n_response: tokens of the response that follows the prompt.
     """
-    ids = _prompt_ids(proc, item, side, counts, None)
+    ids = tokenize(proc, [prompt_text(proc, item, side, counts)])[0]
     overflow = len(ids) + n_response - proc.max_length
     if overflow <= 0:
         return ids
@@ -178,10 +243,14 @@ def encode_items(
         n_tokens = [int(g.prod()) // proc.merge_size**2 for g in vis["image_grid_thw"]]
     rows, labels, pool = [], [], []
     img_iter = iter(n_tokens)
-    for item, side, resp, labelled in zip(items, sides, responses, label_rows, strict=True):
-        resp_ids = list(proc.tokenizer(resp, add_special_tokens=False)["input_ids"]) if resp else []
-        counts = [next(img_iter) for _ in image_paths(item)]
-        prompt = fit_prompt(proc, item, side, counts, len(resp_ids))
+    counts = [[next(img_iter) for _ in image_paths(item)] for item in items]
+    prompts = tokenize(proc, [prompt_text(proc, i, s, c) for i, s, c in zip(items, sides, counts, strict=True)])
+    distinct = list(dict.fromkeys(r for r in responses if r))
+    resp_ids_of: dict[str | None, list[int]] = dict(zip(distinct, tokenize(proc, distinct), strict=True))
+    for i, (item, side, resp, labelled) in enumerate(zip(items, sides, responses, label_rows, strict=True)):
+        resp_ids, prompt = resp_ids_of.get(resp, []), prompts[i]
+        if len(prompt) + len(resp_ids) > proc.max_length:  # too long: cut the item's text
+            prompt = fit_prompt(proc, item, side, counts[i], len(resp_ids))
         rows.append(prompt + resp_ids)
         labels.append([IGNORE_INDEX] * len(prompt) + (resp_ids if labelled else [IGNORE_INDEX] * len(resp_ids)))
         pool.append(response_pool_index(len(prompt), resp_ids, proc.ids.emb))
