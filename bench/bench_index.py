@@ -484,8 +484,12 @@ def bench(args: argparse.Namespace, in_netns: bool) -> None:
             args.vectors = [v for v in args.vectors if v != "real"]
         else:
             base, queries, model_id = args.real_base
-            meta["real"] = {"model_id": model_id, "base_rows": len(base), "query_rows": len(queries)}
-            meta["real"]["noise"] = args.real_noise
+            meta["real"] = {
+                "model_id": model_id,
+                "base_rows": len(base),
+                "query_rows": len(queries),
+                "noise": args.real_noise,
+            }
     families = {ENGINES[e][0] for e in args.engines}
     with ExitStack() as stack:
         clients: dict[str, Any] = {}

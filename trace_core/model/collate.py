@@ -133,13 +133,19 @@ def _prompt_ids(
     text: str | None,
     segments: tuple[Segment, ...] | None = None,
 ) -> list[int]:
-    rendered = render_prompt(proc, messages(item, side, proc.emb_token, text, segments))
-    return list(proc.tokenizer(expand_image_pads(rendered, counts), add_special_tokens=False)["input_ids"])
+    return tokenize(proc, [prompt_text(proc, item, side, counts, text, segments)])[0]
 
 
-def prompt_text(proc: Processors, item: EncodeItem, side: Side, counts: Sequence[int]) -> str:
-    """The item's full prompt as text, its ``<|image_pad|>`` slots expanded to ``counts``."""
-    return expand_image_pads(render_prompt(proc, messages(item, side, proc.emb_token)), counts)
+def prompt_text(
+    proc: Processors,
+    item: EncodeItem,
+    side: Side,
+    counts: Sequence[int],
+    text: str | None = None,
+    segments: tuple[Segment, ...] | None = None,
+) -> str:
+    """The item's prompt as text (``text``/``segments`` replace the item's), image slots expanded to ``counts``."""
+    return expand_image_pads(render_prompt(proc, messages(item, side, proc.emb_token, text, segments)), counts)
 
 
 def tokenize(proc: Processors, texts: Sequence[str]) -> list[list[int]]:
@@ -157,7 +163,7 @@ def fit_prompt(proc: Processors, item: EncodeItem, side: Side, counts: Sequence[
         counts: image tokens of each of the item's images, in order.
         n_response: tokens of the response that follows the prompt.
     """
-    ids = tokenize(proc, [prompt_text(proc, item, side, counts)])[0]
+    ids = _prompt_ids(proc, item, side, counts, None)
     overflow = len(ids) + n_response - proc.max_length
     if overflow <= 0:
         return ids
